@@ -1,0 +1,21 @@
+# The two commands the README opens with: `make report` (main job) and `make test`.
+PY := .venv/bin/python
+export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: setup test report app bench
+
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+report: setup
+	.venv/bin/agreid report
+
+app: setup
+	.venv/bin/agreid app
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

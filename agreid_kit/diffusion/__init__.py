@@ -1,0 +1,1 @@
+"""SD-ReID stage 2: view-conditioned diffusion of ID features."""

@@ -1,0 +1,1 @@
+"""Models behind one entry point, ``create_model``."""

@@ -1,0 +1,1 @@
+"""SynthAG: the embedded, procedurally rendered aerial-ground person benchmark."""

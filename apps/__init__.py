@@ -1,0 +1,1 @@
+"""The Gradio ranking demo (installed as ``agreid_kit.apps``)."""

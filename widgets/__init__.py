@@ -1,0 +1,1 @@
+"""ipywidgets views over library functions (installed as ``agreid_kit.widgets``)."""
