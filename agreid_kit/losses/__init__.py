@@ -1,0 +1,1 @@
+"""Losses: ReID losses (``reid``) and the other methods' losses (``methods``)."""
