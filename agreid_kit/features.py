@@ -269,7 +269,7 @@ def evaluate_featureset(
     Rows are looked up by path, so one FeatureSet of all test images serves every protocol of a
     dataset; pids/camids come from the split (protocols may collapse camera ids to views).
     """
-    from agreid_kit.eval import compute_distance, evaluate_ranking
+    from agreid_kit.eval import compute_distance, evaluate_ranking, ranking_inputs
 
     qsrc = query_fs or fs
     qrows = qsrc.index_of(split.query)
@@ -277,11 +277,5 @@ def evaluate_featureset(
     qf = qsrc.descriptor(mode, qrows)
     gf = fs.descriptor(mode, grows)
     dist = compute_distance(qf, gf, metric=metric)
-    return evaluate_ranking(
-        dist,
-        torch.tensor([r.pid for r in split.query]),
-        torch.tensor([r.pid for r in split.gallery]),
-        torch.tensor([r.camid for r in split.query]),
-        torch.tensor([r.camid for r in split.gallery]),
-        max_rank=max_rank,
-    )
+    # ranking_inputs: pids/camids plus the per-query gallery rules some protocols need (A<->G-strict, CP2108 time modes).
+    return evaluate_ranking(dist, **ranking_inputs(split), max_rank=max_rank)

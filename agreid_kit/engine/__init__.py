@@ -1,1 +1,35 @@
-"""The training engine shared by every method."""
+"""The training engine shared by every method.
+
+- ``TrainConfig`` / ``make_config`` (config.py): a run's options, with ``paper`` and ``cpu`` presets;
+- ``agreid_kit.engine.train.train(cfg, split=None, resume=False)``: the loop (accelerate, AMP, logs,
+  checkpoints). Import it from the submodule: ``agreid_kit.engine.train`` is the module's name;
+- ``load_run(RUN) -> Run`` (run.py), ``extract_features(run, split)`` (extract.py),
+  ``evaluate_run(RUN, protocols, modes)`` (evaluate.py).
+
+Submodules import torch; this package only re-exports lazily so ``import agreid_kit.engine`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "agreid_kit.engine.config",
+    "make_config": "agreid_kit.engine.config",
+    "TRAIN_PRESETS": "agreid_kit.engine.config",
+    "Run": "agreid_kit.engine.run",
+    "load_run": "agreid_kit.engine.run",
+    "load_model": "agreid_kit.engine.run",
+    "extract_features": "agreid_kit.engine.extract",
+    "evaluate_run": "agreid_kit.engine.evaluate",
+    "format_table": "agreid_kit.engine.evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'agreid_kit.engine' has no attribute {name!r}")

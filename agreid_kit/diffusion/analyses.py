@@ -1,0 +1,225 @@
+"""Stage-2 analyses: each returns its data and a plotly figure.
+
+- ``timestep_tradeoff``: accuracy and measured latency per number of sampling steps tau (Figs. 4/5/8/9);
+- ``view_condition_similarity``: instance view tokens vs view centres, and instance vs instance (Fig. 14);
+- ``ablation``: retrain stage 2 per variant (VRD mechanism/location, learner depth, ID layers; Fig. 10,
+  Tab. 9, Fig. 12) or regenerate per guidance scale, and score each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from agreid_kit import VIEW_NAMES
+from agreid_kit.data.records import DatasetSplit
+from agreid_kit.features import FeatureSet
+
+
+def _splits(run_dir: str | Path, protocols: Sequence[str], splits: dict[str, DatasetSplit] | None) -> dict[str, DatasetSplit]:
+    out = {}
+    for p in protocols:
+        if splits and p in splits:
+            out[p] = splits[p]
+        else:
+            from agreid_kit.engine.run import load_run
+
+            out[p] = load_run(run_dir).load_split(p)
+    return out
+
+
+def score(fs: FeatureSet, splits: dict[str, DatasetSplit], modes: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows {protocol, mode, rank1, mAP, mINP, ...} for every protocol x mode."""
+    from agreid_kit.engine.evaluate import metrics_dict
+    from agreid_kit.features import evaluate_featureset
+
+    rows = []
+    for protocol, split in splits.items():
+        for mode in modes:
+            rows.append({"protocol": protocol, "mode": mode, **metrics_dict(evaluate_featureset(fs, split, mode=mode))})
+    return rows
+
+
+def timestep_tradeoff(
+    run_dir: str | Path,
+    taus: Sequence[int] = (1, 2, 5, 10, 20, 50),
+    protocols: Sequence[str] = ("ALL",),
+    modes: Sequence[str] = ("real+gen",),
+    guidance: float = 2.0,
+    sampler: str = "ddim",
+    timestep_spacing: str = "leading",
+    seed: int = 0,
+    batch_size: int = 512,
+    device: str = "auto",
+    splits: dict[str, DatasetSplit] | None = None,
+    progress: bool = True,
+):
+    """(DataFrame[tau, protocol, mode, rank1, mAP, mINP, sec_per_1000], Figure) over ``taus``.
+
+    Seconds are wall-clock generation time (all views, both CFG branches) per 1,000 test images,
+    measured in this process; the features are not written to the run.
+    """
+    import pandas as pd
+
+    from agreid_kit.diffusion.sample import generate_features
+
+    if not taus or min(taus) < 1:
+        raise ValueError(f"taus must be a non-empty list of integers >= 1, got {list(taus)}")
+    sp = _splits(run_dir, protocols, splits)
+    rows = []
+    for tau in taus:
+        fs = generate_features(run_dir, tau=int(tau), guidance=guidance, sampler=sampler, timestep_spacing=timestep_spacing,
+                               seed=seed, batch_size=batch_size, device=device, save=False, progress=progress)
+        gen = fs.meta["generation"]
+        for r in score(fs, sp, modes):
+            rows.append({"tau": int(tau), **r, "sec_per_1000": gen["seconds_per_1000"], "sampler": sampler,
+                         "timestep_spacing": timestep_spacing})
+    df = pd.DataFrame(rows)
+    return df, tradeoff_figure(df)
+
+
+def tradeoff_figure(df):
+    """Accuracy (left axis) and seconds per 1,000 images (right axis) against tau."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for (protocol, mode), part in df.groupby(["protocol", "mode"], sort=False):
+        part = part.sort_values("tau")
+        for metric, dash in (("rank1", "solid"), ("mAP", "dash"), ("mINP", "dot")):
+            fig.add_trace(go.Scatter(x=part["tau"], y=100 * part[metric], mode="lines+markers", line=dict(dash=dash),
+                                     name=f"{protocol} {mode} {metric}"), secondary_y=False)
+    lat = df.drop_duplicates("tau").sort_values("tau")
+    fig.add_trace(go.Scatter(x=lat["tau"], y=lat["sec_per_1000"], mode="lines+markers", name="s / 1,000 images",
+                             line=dict(color="black", width=3)), secondary_y=True)
+    fig.update_xaxes(title_text="sampling steps tau", type="log")
+    fig.update_yaxes(title_text="accuracy (%)", secondary_y=False)
+    fig.update_yaxes(title_text="seconds per 1,000 images", secondary_y=True)
+    fig.update_layout(title="SD-ReID timestep trade-off: accuracy vs generation cost")
+    return fig
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(a.float(), dim=1) @ torch.nn.functional.normalize(b.float(), dim=1).T
+
+
+def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: int = 0):
+    """Cosine similarity of instance view tokens to every view centre, per instance view (Fig. 14).
+
+    Returns ``({"to_centres": DataFrame[view, centre, cosine], "instance_matrix": (M, M) array,
+    "instance_views": (M,) array}, Figure)``; the instance map uses up to ``max_instances`` tokens
+    sampled evenly per view and sorted by view.
+    """
+    import numpy as np
+    import pandas as pd
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if "view_token" not in fs.extras or "view_centres" not in fs.globals:
+        raise ValueError(f"FeatureSet {fs.split!r} needs the sdreid extra 'view_token' and global 'view_centres'")
+    tokens, centres, views = fs.extras["view_token"], fs.globals["view_centres"], fs.views
+    sims = _cosine(tokens, centres)  # (N, V)
+    rows = [
+        {"view": VIEW_NAMES[int(v)], "centre": VIEW_NAMES[c], "cosine": float(s)}
+        for v, row in zip(views.tolist(), sims.tolist()) for c, s in enumerate(row)
+    ]
+    df = pd.DataFrame(rows)
+    g = torch.Generator().manual_seed(seed)
+    present = sorted(set(views.tolist()))
+    per = max(1, max_instances // max(len(present), 1))
+    pick = []
+    for v in present:
+        idx = torch.nonzero(views == v).flatten()
+        pick.append(idx[torch.randperm(len(idx), generator=g)[:per]].sort().values)
+    pick = torch.cat(pick)
+    mat = _cosine(tokens[pick], tokens[pick]).numpy()
+    inst_views = views[pick].numpy()
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("instance token vs view centre", "instance vs instance"),
+                        column_widths=[0.45, 0.55])
+    for c in range(centres.shape[0]):
+        part = df[df["centre"] == VIEW_NAMES[c]]
+        fig.add_trace(go.Violin(x=part["view"], y=part["cosine"], name=f"centre {VIEW_NAMES[c]}", box_visible=True,
+                                meanline_visible=True, legendgroup=VIEW_NAMES[c]), row=1, col=1)
+    labels = [f"{VIEW_NAMES[v]} #{i}" for i, v in enumerate(inst_views)]
+    fig.add_trace(go.Heatmap(z=mat, x=labels, y=labels, colorscale="RdBu", zmid=0, colorbar=dict(title="cos")), row=1, col=2)
+    fig.update_layout(violinmode="group", title="View-condition similarity (instance view tokens)")
+    fig.update_xaxes(title_text="instance view", row=1, col=1)
+    fig.update_yaxes(title_text="cosine similarity", row=1, col=1)
+    fig.update_xaxes(showticklabels=False, row=1, col=2)
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
+    return {"to_centres": df, "instance_matrix": np.asarray(mat), "instance_views": np.asarray(inst_views)}, fig
+
+
+# Standard ablation studies: name -> (kind, default values). "model" studies retrain stage 2 with a
+# model option changed; "guidance" regenerates one trained run at each scale.
+ABLATIONS: dict[str, tuple[str, list[Any]]] = {
+    "vrd_mechanism": ("model", ["conv", "pool", "proj"]),
+    "vrd_location": ("model", ["down", "up", "both"]),
+    "learner_depth": ("model", [0, 1, 2]),
+    "id_layers": ("model", [1, 2, 3, "all"]),  # the last K ID-condition tokens (Fig. 10)
+    "guidance": ("guidance", [1.0, 1.5, 2.0, 3.0, 5.0]),
+}
+
+
+def ablation(
+    study: str,
+    base: "Stage2Config | str | Path",  # noqa: F821 - a config to vary, or (guidance) a trained run dir
+    values: Sequence[Any] | None = None,
+    out_root: str | Path | None = None,
+    protocols: Sequence[str] = ("ALL",),
+    modes: Sequence[str] = ("real+gen",),
+    tau: int = 5,
+    guidance: float = 2.0,
+    splits: dict[str, DatasetSplit] | None = None,
+    progress: bool = True,
+):
+    """(DataFrame[study value, protocol, mode, rank1, mAP, mINP, sec_per_1000], Figure).
+
+    Model studies train one stage-2 run per value under ``out_root/<study>=<value>`` (resumable;
+    an existing finished run is reused) from ``base`` (a ``Stage2Config``); ``guidance`` regenerates
+    the trained run ``base`` at each scale without retraining.
+    """
+    import pandas as pd
+    import plotly.express as px
+
+    from agreid_kit.diffusion.config import Stage2Config
+    from agreid_kit.diffusion.sample import generate_features
+    from agreid_kit.diffusion.train import train_stage2
+
+    if study not in ABLATIONS:
+        raise ValueError(f"unknown ablation {study!r}; expected one of {sorted(ABLATIONS)}")
+    kind, defaults = ABLATIONS[study]
+    values = list(values) if values is not None else defaults
+    rows = []
+    for value in values:
+        if kind == "guidance":
+            run_dir = Path(base)
+            fs = generate_features(run_dir, tau=tau, guidance=float(value), save=False, progress=progress)
+        else:
+            if not isinstance(base, Stage2Config):
+                raise ValueError(f"ablation {study!r} retrains stage 2: pass a Stage2Config as base, got {type(base).__name__}")
+            if out_root is None:
+                raise ValueError(f"ablation {study!r} needs out_root (a folder for one stage-2 run per value)")
+            model = dict(base.model)
+            if study == "id_layers":
+                model["id_layers"] = None if value == "all" else list(range(-int(value), 0))
+            else:
+                model[study] = value
+            run_dir = Path(out_root) / f"{study}={value}"
+            cfg = replace(base, out=str(run_dir), model=model, tau=tau, guidance=guidance, generate_after=True)
+            train_stage2(cfg, progress=progress)
+            fs = FeatureSet.load(run_dir / "features" / "test")
+        sp = _splits(run_dir, protocols, splits)
+        for r in score(fs, sp, modes):
+            rows.append({study: str(value), **r, "sec_per_1000": fs.meta.get("generation", {}).get("seconds_per_1000")})
+    df = pd.DataFrame(rows)
+    long = df.melt(id_vars=[study, "protocol", "mode"], value_vars=["rank1", "mAP", "mINP"], var_name="metric", value_name="score")
+    long["score"] = 100 * long["score"]
+    fig = px.bar(long, x=study, y="score", color="metric", barmode="group", facet_col="protocol",
+                 hover_data=["mode"], title=f"SD-ReID stage-2 ablation: {study}")
+    fig.update_yaxes(title_text="%")
+    return df, fig

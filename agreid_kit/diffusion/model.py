@@ -1,0 +1,106 @@
+"""``SDReIDStage2``: condition learner + View-Refine Decoder + UNet, as one module.
+
+The diffusion target is a stage-1 ReID feature (pre-BNNeck, D-dim) reshaped channel-major to a
+(4, H, W) latent (no VAE, no scaling). The model predicts the noise epsilon given a noisy latent,
+its timestep, the cross-attention context (from the ID-condition tokens and the target view's
+memory centre) and an instance view token (through the VRD residuals).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agreid_kit.diffusion.condition import ConditionLearner
+from agreid_kit.diffusion.config import Stage2ModelConfig
+from agreid_kit.diffusion.unet import build_small_unet, freeze_for_sd_preset, load_sd_unet
+from agreid_kit.diffusion.vrd import ViewRefineDecoder, unet_residual_targets
+
+
+def to_latent(features: torch.Tensor, latent: tuple[int, int, int]) -> torch.Tensor:
+    return features.reshape(features.shape[0], *latent)
+
+
+def from_latent(latents: torch.Tensor) -> torch.Tensor:
+    return latents.reshape(latents.shape[0], -1)
+
+
+class SDReIDStage2(nn.Module):
+    def __init__(self, config: Stage2ModelConfig, load_unet_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.latent = config.latent
+        if config.unet_path:
+            self.unet = load_sd_unet(config.unet_path, self.latent, load_weights=load_unet_weights)
+        else:
+            self.unet = build_small_unet(
+                self.latent, config.dim, config.unet_channels, config.unet_layers_per_block,
+                config.unet_heads, config.unet_norm_groups, config.unet_cross_attention,
+            )
+        self.context_dim = int(self.unet.config.cross_attention_dim)
+        self.id_layers = config.selected_id_layers()
+        self.learner = ConditionLearner(
+            config.dim, len(self.id_layers) + 1, self.context_dim, config.learner_depth, config.heads
+        )
+        targets = unet_residual_targets(self.unet.config, self.latent[1:])
+        loc = config.vrd_location
+        self.vrd_down = (
+            ViewRefineDecoder(config.dim, self.latent[1:], targets["down"], config.vrd_mechanism)
+            if loc in ("down", "both") else None
+        )
+        self.vrd_up = (
+            ViewRefineDecoder(config.dim, self.latent[1:], targets["up"], config.vrd_mechanism)
+            if loc in ("up", "both") else None
+        )
+        # Frozen stage-1 per-view memory centres, saved with the stage-2 checkpoint.
+        self.register_buffer("view_centres", torch.zeros(config.num_views, config.dim))
+        if config.unet_path:
+            freeze_for_sd_preset(self.unet)
+
+    # ---- conditions ----------------------------------------------------------------------
+    def context(self, id_cond: torch.Tensor, view_centre: torch.Tensor) -> torch.Tensor:
+        """Stage-1 ID-condition tokens (B, L-1, D) + target-view centre (B, D) -> (B, K+1, context_dim)."""
+        if id_cond.ndim != 3 or id_cond.shape[1] != self.config.num_id_layers:
+            raise ValueError(
+                f"id_cond must be (B, {self.config.num_id_layers}, {self.config.dim}) (the stage-1 ID-condition "
+                f"tokens), got {tuple(id_cond.shape)}"
+            )
+        return self.learner(id_cond[:, self.id_layers], view_centre)
+
+    def residuals(self, view_token: torch.Tensor) -> dict[str, object]:
+        """UNet keyword arguments carrying the VRD residuals for the configured locations."""
+        kw: dict[str, object] = {}
+        if self.vrd_down is not None:
+            kw["down_intrablock_additional_residuals"] = self.vrd_down(view_token)
+        if self.vrd_up is not None:
+            res = self.vrd_up(view_token)
+            kw["down_block_additional_residuals"] = tuple(res[:-1])
+            kw["mid_block_additional_residual"] = res[-1]
+        return kw
+
+    def centres_for(self, views: torch.Tensor) -> torch.Tensor:
+        if int(views.max()) >= self.view_centres.shape[0] or int(views.min()) < 0:
+            raise ValueError(
+                f"view ids {sorted(set(views.tolist()))} out of range: this model has {self.view_centres.shape[0]} view centres"
+            )
+        return self.view_centres[views]
+
+    # ---- denoiser ------------------------------------------------------------------------
+    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                residuals: dict[str, object]) -> torch.Tensor:
+        # diffusers pops from the intrablock list: hand it a fresh list every call.
+        kw = dict(residuals)
+        if "down_intrablock_additional_residuals" in kw:
+            kw["down_intrablock_additional_residuals"] = list(kw["down_intrablock_additional_residuals"])
+        return self.unet(latents, timesteps, encoder_hidden_states=context, return_dict=False, **kw)[0]
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, id_cond: torch.Tensor, view_centre: torch.Tensor,
+                view_token: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict epsilon for noisy latents; ``drop`` (B,) bool swaps in the learned null context (CFG dropout)."""
+        ctx = self.context(id_cond, view_centre)
+        if drop is not None:
+            ctx = self.learner.with_cfg_dropout(ctx, drop)
+        return self.denoise(noisy, timesteps, ctx, self.residuals(view_token))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,56 @@
+"""The engine's view of data: loading a split from a data spec, the validation carve-out, loaders."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from agreid_kit.data.records import DatasetSplit, Record, relabel_train
+
+
+def load_split(data: str, protocol: str) -> DatasetSplit:
+    """``data`` is a spec such as ``synthag:DIR`` or ``cargo:DIR`` (see agreid_kit.data.parse_data_spec)."""
+    from agreid_kit import data as data_pkg
+
+    if not data:
+        raise ValueError("no dataset given: pass --data NAME:DIR (e.g. synthag:runs/synthag-small)")
+    name, root = data_pkg.parse_data_spec(data)
+    return data_pkg.load_dataset(name, root, protocol)
+
+
+def carve_validation(
+    train: Sequence[Record], fraction: float, min_ids: int, seed: int
+) -> tuple[list[Record], DatasetSplit | None, list[int]]:
+    """Hold out ``max(min_ids, round(fraction * n_ids))`` train ids as a query/gallery split.
+
+    Per held-out id, the first image (by path) of each camera is a query and the rest are the
+    gallery; the evaluator drops same-id-same-camera gallery items, so positives are cross-camera.
+    Returns (training records relabelled 0..N-1, validation split or None, held-out pids).
+    Never touches the test set.
+    """
+    pids = sorted({r.pid for r in train})
+    if fraction <= 0:
+        return relabel_train(train), None, []
+    n_val = max(min_ids, int(round(fraction * len(pids))))
+    if n_val >= len(pids) - 1:
+        raise ValueError(
+            f"validation carve-out: {n_val} held-out ids leave {len(pids) - n_val} of {len(pids)} train ids to train on; "
+            "lower val_fraction/min_val_ids (or set val_fraction=0)"
+        )
+    rng = np.random.default_rng(seed)
+    held = sorted(int(p) for p in rng.choice(pids, size=n_val, replace=False))
+    held_set = set(held)
+    query, gallery, seen = [], [], set()
+    for r in sorted((r for r in train if r.pid in held_set), key=lambda r: r.path):
+        key = (r.pid, r.camid)
+        # Validation records keep the dataset pid; relabelling only matters for the classifier.
+        rec = replace(r, raw_pid=r.raw_pid if r.raw_pid is not None else r.pid)
+        (gallery if key in seen else query).append(rec)
+        seen.add(key)
+    if not gallery:
+        raise ValueError("validation carve-out: held-out ids have one image per camera, so the gallery is empty")
+    val = DatasetSplit(dataset="validation", protocol="val", root="", train=[], query=query, gallery=gallery)
+    kept = [r for r in train if r.pid not in held_set]
+    return relabel_train(kept), val, held

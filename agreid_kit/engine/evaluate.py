@@ -1,0 +1,87 @@
+"""``evaluate_run(RUN, protocols, modes)``: score RUN/features/test.* and write RUN/metrics.json.
+
+Works for any run whose features/test.* exists (stage-1 engine runs and stage-2 runs alike).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from agreid_kit.data.records import DatasetSplit
+
+METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "n_query", "n_valid", "n_skipped")
+
+
+def metrics_dict(result: Any) -> dict[str, Any]:
+    """The evaluator's result as a plain dict of the reported metrics."""
+    if hasattr(result, "as_dict"):
+        result = result.as_dict()
+    elif dataclasses.is_dataclass(result):
+        result = dataclasses.asdict(result)
+    elif not isinstance(result, dict):
+        result = {k: getattr(result, k) for k in METRIC_KEYS if hasattr(result, k)}
+    out = {}
+    for k in METRIC_KEYS:
+        if k in result:
+            v = result[k]
+            out[k] = v.item() if hasattr(v, "item") else v
+    if "rank1" not in out and "cmc" in result:
+        cmc = result["cmc"]
+        for r in (1, 5, 10):
+            out[f"rank{r}"] = float(cmc[r - 1])
+    return out
+
+
+def evaluate_featureset_split(fs, split: DatasetSplit, mode: str = "real"):
+    """Score FeatureSet ``fs`` (holding the split's test images) on ``split`` under feature ``mode``.
+
+    Like ``features.evaluate_featureset`` but through ``eval.evaluate_split``, so protocols with
+    per-query gallery rules (``A<->G-strict``, CP2108 time modes) are honoured.
+    """
+    from agreid_kit.eval import evaluate_split
+
+    qf = fs.descriptor(mode, fs.index_of(split.query))
+    gf = fs.descriptor(mode, fs.index_of(split.gallery))
+    return evaluate_split(split, qf, gf)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    protocols: Sequence[str],
+    modes: Sequence[str] = ("real",),
+    splits: dict[str, DatasetSplit] | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{protocol: {mode: {rank1, rank5, rank10, mAP, mINP, n_query, n_valid}}}; merged into RUN/metrics.json.
+
+    ``splits`` supplies DatasetSplits by protocol instead of loading the run's data spec.
+    """
+    from agreid_kit.engine.run import load_run
+    from agreid_kit.features import FeatureSet
+    from agreid_kit.utils.io import atomic_write_json
+
+    run = load_run(run_dir)
+    fs = FeatureSet.load(run.features_path("test"))
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for protocol in protocols:
+        split = (splits or {}).get(protocol) or run.load_split(protocol)
+        results[protocol] = {mode: metrics_dict(evaluate_featureset_split(fs, split, mode)) for mode in modes}
+    path = Path(run_dir) / "metrics.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    for protocol, by_mode in results.items():
+        merged.setdefault(protocol, {}).update(by_mode)
+    atomic_write_json(path, merged)
+    return results
+
+
+def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """A fixed-width Rank-1/5/10, mAP, mINP table (percent), one row per protocol and mode."""
+    lines = [f"{'protocol':<12s} {'mode':<10s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} {'queries':>8s}"]
+    for protocol, by_mode in results.items():
+        for mode, m in by_mode.items():
+            vals = [100 * float(m.get(k, float("nan"))) for k in ("rank1", "rank5", "rank10", "mAP", "mINP")]
+            q = f"{m.get('n_valid', '?')}/{m.get('n_query', '?')}"
+            lines.append(f"{protocol:<12s} {mode:<10s} " + " ".join(f"{v:6.2f}" for v in vals) + f" {q:>8s}")
+    return "\n".join(lines)

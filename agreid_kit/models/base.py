@@ -1,0 +1,119 @@
+"""Base class, BNNeck helper and registration API shared by every ReID model of the kit.
+
+How to add a method (for the engineers writing ``vdt``, ``vif``, ``visa``, ``svpr``):
+
+1. Write a config dataclass whose fields are the model's constructor arguments (JSON-able).
+2. Subclass :class:`ReIDModel`; ``__init__(self, config)`` stores ``self.config = config``.
+   Implement ``forward(batch) -> {"logits", "feat", ...}`` and ``embed(batch) -> {"features", ...}``;
+   override ``loss(out, batch)`` if the method adds loss terms (call ``super().loss`` for CE + triplet),
+   and ``batch_augment(images, views)`` for batch-level augmentations (identity by default).
+3. Decorate the class with ``@register_model("name", config_class=MyConfig, presets={"paper": {...}, "cpu": {...}})``.
+   ``create_model(name, preset, num_classes=..., num_views=..., **overrides)`` imports the module lazily
+   (``agreid_kit.models._METHOD_MODULES`` maps the name to it), merges preset and overrides into the
+   config and calls ``cls(config)``.
+4. Build the backbone with :func:`agreid_kit.models.vit.build_vit` (timm ViT, local pretrained weights,
+   ``input_size``/``mean``/``std`` from the model's config) so every preset works at any width/depth.
+
+Persistent state (e.g. SD-ReID's view memory bank) must be a registered buffer so checkpoints carry it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
+
+_REGISTRY: dict[str, tuple[type, type, dict[str, dict[str, Any]]]] = {}
+
+
+def register_model(name: str, config_class: type, presets: dict[str, dict[str, Any]]) -> Callable[[type], type]:
+    """Class decorator: make ``create_model(name, preset, ...)`` build this class.
+
+    ``presets`` maps a preset name (at least ``paper`` and ``cpu``) to config field values; the
+    keys must be fields of ``config_class`` (checked here, so a typo fails at import time).
+    """
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    for preset, values in presets.items():
+        unknown = set(values) - fields
+        if unknown:
+            raise TypeError(f"model {name!r} preset {preset!r}: {sorted(unknown)} are not fields of {config_class.__name__}")
+
+    def decorate(cls: type) -> type:
+        _REGISTRY[name] = (cls, config_class, presets)
+        cls.method = name
+        return cls
+
+    return decorate
+
+
+def registered(name: str) -> tuple[type, type, dict[str, dict[str, Any]]] | None:
+    return _REGISTRY.get(name)
+
+
+class BNNeckHead(nn.Module):
+    """BNNeck: BatchNorm1d with a frozen zero bias, then a bias-free linear classifier.
+
+    Returns ``(bn_feature, logits)``; the BN feature is the retrieval feature at test time, the
+    feature before it feeds the triplet loss.
+    """
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim)
+        self.bn.bias.requires_grad_(False)
+        nn.init.ones_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+        self.classifier = nn.Linear(dim, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.bn(feat)
+        return bn, self.classifier(bn)
+
+
+class ReIDModel(nn.Module):
+    """Base of every model: the batch-dict contract of docs/ARCHITECTURE.md.
+
+    Subclasses set ``self.config`` and a backbone exposing ``input_size``, ``mean``, ``std`` (see
+    ``build_vit``); the default ``loss`` is CE (label smoothing ``config.label_smoothing``) on
+    ``out["logits"]`` + soft-margin batch-hard triplet on ``out["feat"]``.
+    """
+
+    method = "base"
+    config: Any
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.config.img_size)
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(self._mean)
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return tuple(self._std)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.embed_dim)
+
+    def batch_augment(self, images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Batch-level augmentation applied by the engine to training batches (identity here)."""
+        return images
+
+    def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pids = batch["pids"].to(out["logits"].device)
+        parts = {
+            "ce": cross_entropy(out["logits"], pids, getattr(self.config, "label_smoothing", 0.0)),
+            "triplet": triplet_soft_margin_batch_hard(out["feat"], pids),
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement embed(batch)")

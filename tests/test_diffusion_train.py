@@ -1,0 +1,103 @@
+"""Stage-2 training, resume, generation and analyses end to end on a fake stage-1 run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agreid_kit.diffusion.config import Stage2Config
+from agreid_kit.features import FeatureSet
+from test_diffusion import TINY_UNET, fake_split, make_stage1_run
+
+
+def _cfg(stage1, out, **kw) -> Stage2Config:
+    base = dict(stage1=str(stage1), out=str(out), preset="cpu", model=dict(TINY_UNET), epochs=5, batch_size=12,
+                lr=3e-3, warmup_iters=0, decay_epochs=[100], num_train_timesteps=1000, generate_after=False)
+    base.update(kw)
+    return Stage2Config(**base)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    return make_stage1_run(tmp_path_factory.mktemp("s1"))
+
+
+@pytest.fixture(scope="module")
+def trained(stage1, tmp_path_factory):
+    from agreid_kit.diffusion.train import train_stage2
+
+    out = tmp_path_factory.mktemp("s2") / "run"
+    train_stage2(_cfg(stage1, out), progress=False)
+    return out
+
+
+def test_loss_decreases_and_run_layout(trained, stage1):
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == list(range(1, 6))
+    assert log[-1]["loss"] < 0.8 * log[0]["loss"], [e["loss"] for e in log]
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["method"] == "sdreid-stage2" and cfg["stage1"] == str(stage1.resolve())
+    assert cfg["data"] == "synthag:nowhere" and cfg["num_train_timesteps"] == 1000
+    assert (trained / "checkpoints" / "last.pt").is_file()
+    fs = FeatureSet.load(trained / "features" / "test")
+    assert fs.meta["method"] == "sdreid-stage2" and not fs.generated_views()
+
+
+def test_resume_is_exact(stage1, tmp_path):
+    from agreid_kit.diffusion.train import train_stage2
+
+    straight = train_stage2(_cfg(stage1, tmp_path / "a", epochs=2, batch_size=18), progress=False)
+    part = train_stage2(_cfg(stage1, tmp_path / "b", epochs=1, batch_size=18), progress=False)
+    resumed = train_stage2(_cfg(stage1, part, epochs=2, batch_size=18), progress=False)
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    assert [e["loss"] for e in a["log"]] == [e["loss"] for e in b["log"]]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_resume_into_a_run_of_another_stage1_is_refused(stage1, trained, tmp_path):
+    from agreid_kit.diffusion.train import train_stage2
+
+    other = make_stage1_run(tmp_path, dim=64)
+    with pytest.raises(ValueError, match="another stage-2 run"):
+        train_stage2(_cfg(other, trained), progress=False)
+
+
+def test_generate_evaluate_and_analyses(trained, stage1):
+    from agreid_kit.diffusion.analyses import timestep_tradeoff, view_condition_similarity
+    from agreid_kit.diffusion.sample import generate_features
+    from agreid_kit.features import evaluate_featureset
+
+    fs = generate_features(trained, tau=2, guidance=2.0, device="cpu", progress=False)
+    assert fs.generated_views() == [0, 1]
+    again = FeatureSet.load(trained / "features" / "test")
+    assert torch.equal(again.extras["gen:0"], fs.extras["gen:0"])
+    assert again.meta["generation"]["tau"] == 2
+    split = fake_split(stage1)
+    for mode in ("real", "gen:aerial", "gen:ground", "gen:all", "real+gen"):
+        res = evaluate_featureset(again, split, mode=mode)
+        assert res is not None
+    with pytest.raises(ValueError, match="view"):
+        generate_features(trained, tau=2, views=["wearable"], save=False, progress=False)
+    with pytest.raises(ValueError, match="tau"):
+        generate_features(trained, tau=0, save=False, progress=False)
+
+    df, fig = timestep_tradeoff(trained, taus=[1, 3], protocols=["A->G"], modes=["real", "real+gen"],
+                                splits={"A->G": split}, progress=False)
+    assert list(df["tau"].unique()) == [1, 3] and (df["sec_per_1000"] > 0).all()
+    real = df[df["mode"] == "real"]["rank1"].tolist()
+    assert real[0] == real[1]  # the real feature does not depend on tau
+    assert len(fig.data) == 2 * 3 + 1
+
+    data, fig2 = view_condition_similarity(again, max_instances=20)
+    assert set(data["to_centres"]["view"]) == {"aerial", "ground"}
+    # The synthetic view tokens sit near their own view's centre: own-centre similarity is higher.
+    d = data["to_centres"]
+    own = d[d["view"] == d["centre"]]["cosine"].mean()
+    cross = d[d["view"] != d["centre"]]["cosine"].mean()
+    assert own > cross
+    assert data["instance_matrix"].shape == (20, 20)

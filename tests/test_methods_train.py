@@ -1,0 +1,156 @@
+"""Each method trains a few iterations on SynthAG tiny through the engine and yields a FeatureSet and
+metrics; compare_methods tabulates the runs on the same protocols."""
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from agreid_kit.features import FeatureSet
+
+# Small widths keep each run to a few seconds on 2 cores; the presets' structure is unchanged.
+SMALL_VIT = dict(embed_dim=64, depth=2, num_heads=2)
+SMALL_CLIP = dict(vision_width=64, vision_layers=2, vision_head_width=32, text_width=64, text_layers=1, text_heads=2,
+                  clip_embed_dim=32)
+MODEL_OPTS = {"vit": SMALL_VIT, "vdt": SMALL_VIT, "vif": SMALL_VIT, "visa": SMALL_VIT, "svpr": SMALL_CLIP}
+BUDGET = dict(epochs=1, max_iters_per_epoch=2, p=4, k=4, num_workers=0, eval_batch_size=100, val_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def synth_split(tmp_path_factory):
+    from agreid_kit.data.registry import load_dataset
+    from agreid_kit.synth import ensure_synthag
+
+    root = ensure_synthag("tiny", root=tmp_path_factory.mktemp("synthag") / "tiny")
+    return load_dataset("synthag", root, "ALL")
+
+
+@pytest.fixture(scope="module")
+def trained(synth_split, tmp_path_factory):
+    from agreid_kit.engine.config import make_config
+    from agreid_kit.engine.train import train
+
+    out = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for method, opts in MODEL_OPTS.items():
+        cfg = make_config(method, str(out / method), "cpu", model=dict(opts), seed=0, **BUDGET)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # svpr's untrained-text warning is checked in test_methods.py
+            runs[method] = train(cfg, split=synth_split)
+    return runs
+
+
+@pytest.mark.parametrize("method", ["vdt", "vif", "visa", "svpr"])
+def test_method_trains_and_yields_features_and_metrics(method, trained, synth_split):
+    from agreid_kit.engine.run import load_run
+
+    run_dir = trained[method]
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["iters"] == 2 and math.isfinite(log[-1]["loss_total"])
+    fs = FeatureSet.load(run_dir / "features" / "test")
+    assert len(fs) == len(synth_split.test_records)
+    run = load_run(run_dir)
+    assert fs.dim == run.model.feature_dim and torch.isfinite(fs.features).all()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    m = metrics["ALL"]["real"]
+    assert 0.0 <= m["mAP"] <= 1.0 and 0.0 <= m["rank1"] <= 1.0 and m["n_query"] == len(synth_split.query)
+
+
+def test_method_specific_training_signals(trained):
+    log = lambda m: json.loads((trained[m] / "log.jsonl").read_text().splitlines()[-1])  # noqa: E731
+    assert {"loss_view_ce", "loss_orth"} <= set(log("vdt"))
+    assert "loss_vial" in log("vif")
+    assert {"loss_local_ce", "loss_balance"} <= set(log("visa"))
+    assert {"loss_view_ce", "loss_orth"} <= set(log("svpr"))
+
+
+def test_svpr_run_is_labelled_untrained_text(trained):
+    from agreid_kit.engine.run import load_run
+
+    run = load_run(trained["svpr"])
+    assert run.meta["model_config"]["text_encoder_weights"] is None
+    assert run.model.feature_meta["svpr_untrained_text"] is True
+    fs = FeatureSet.load(trained["svpr"] / "features" / "test")
+    assert fs.meta.get("svpr_untrained_text") is True, "the engine must copy model.feature_meta into FeatureSet meta"
+
+
+def test_vif_seeded_batch_augment_is_deterministic(trained):
+    from agreid_kit.engine.run import load_run
+
+    model = load_run(trained["vif"]).model
+    images = torch.randn(8, 3, *model.input_size)
+    torch.manual_seed(4)
+    a = model.batch_augment(images, torch.zeros(8, dtype=torch.long))
+    torch.manual_seed(4)
+    b = model.batch_augment(images, torch.zeros(8, dtype=torch.long))
+    assert torch.equal(a, b) and not torch.equal(a, images)
+
+
+def test_compare_methods_table(trained, synth_split, tmp_path):
+    from agreid_kit.compare import COLUMNS, MethodEntry, compare_methods
+
+    ablation = MethodEntry("vif without PLRM", "vif", dict(SMALL_VIT, augment="none"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table, fig = compare_methods(
+            out=tmp_path, methods=["vit", "vdt", "vif", "visa", "svpr", ablation], split=synth_split,
+            budget=BUDGET, runs={m: trained[m] for m in MODEL_OPTS},
+        )
+    assert list(table.columns) == list(COLUMNS)
+    assert table["method"].tolist() == ["vit", "vdt", "vif", "visa", "svpr", "vif without PLRM"]
+    assert (table["protocol"] == "ALL").all() and (table["mode"] == "real").all()
+    assert (tmp_path / "vif_without_PLRM" / "metrics.json").is_file()  # the missing run was trained
+    for _, row in table.iterrows():
+        m = json.loads((trained.get(row["method"], tmp_path / "vif_without_PLRM") / "metrics.json").read_text())
+        assert row["mAP"] == pytest.approx(m["ALL"]["real"]["mAP"])
+        assert row["trainable_params_M"] > 0 and row["inference_images_per_s"] > 0 and row["train_seconds"] > 0
+    svpr = table[table["method"] == "svpr"].iloc[0]
+    assert "UNTRAINED text encoder" in svpr["note"] and svpr["trainable_params_M"] < svpr["total_params_M"]
+    vit = table[table["method"] == "vit"].iloc[0]
+    # the only frozen tensor of the ViT baseline is BNNeck's zero bias (embed_dim = 64 values)
+    assert (vit["total_params_M"] - vit["trainable_params_M"]) * 1e6 == pytest.approx(64)
+    assert fig.data[0].type == "table" and len(fig.data[0].cells.values[0]) == 6
+    with pytest.raises(ValueError, match="needs a finished SD-ReID stage-2 run"):
+        compare_methods(out=tmp_path, methods=["sdreid-stage2"], split=synth_split)
+    with pytest.raises(ValueError, match="not among the methods"):
+        compare_methods(out=tmp_path, methods=["vit"], runs={"svpr": trained["svpr"]}, split=synth_split)
+
+
+def test_svpr_attribute_branch_on_synthag_records(synth_split):
+    """SynthAG records carry 16 string attributes: the vocabulary turns them into labels and the
+    attribute branch trains on real images (the engine passes them once its dataset maps values)."""
+    from agreid_kit.data.torchdata import load_image
+    from agreid_kit.data.transforms import TransformConfig, test_transform
+    from agreid_kit.models import create_model
+    from agreid_kit.models.svpr import svpr_attribute_options
+
+    opts = svpr_attribute_options(synth_split.train)
+    assert len(opts["attribute_names"]) == 16 and "upper_colour" in opts["attribute_names"]
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model("svpr", "cpu", num_classes=20, **SMALL_CLIP, **opts)
+    recs = sorted(synth_split.train, key=lambda r: (r.pid, r.path))[:8]
+    tf = test_transform(TransformConfig(model.input_size, model.mean, model.std))
+    labels = [[opts["attribute_values"][a].index(str(r.attributes[n])) for a, n in enumerate(opts["attribute_names"])] for r in recs]
+    batch = {
+        "images": torch.stack([tf(load_image(r.path)) for r in recs]),
+        "pids": torch.tensor([r.pid for r in recs]),
+        "views": torch.tensor([r.view for r in recs]),
+        "attributes": torch.tensor(labels),
+    }
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(3):
+        parts = model.loss(model(batch), batch)
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        losses.append(parts["attribute"].item())
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+    assert losses[-1] < losses[0]  # the per-attribute classifiers learn the labels of these 8 images
+    model.eval()
+    with torch.no_grad():
+        assert model.embed(batch)["features"].shape == (8, 4 * model.embed_dim)
