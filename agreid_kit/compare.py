@@ -8,9 +8,10 @@ training time (sum of the run's epoch ``seconds`` in log.jsonl) and inference im
 
 Inference images/s is the model's own throughput: ``model.embed`` on batches of random images of
 the model's input size on the run's device after one warm-up batch, excluding image decoding
-(which is the same for every method). SD-ReID stage 2 is trained by its own trainer, so its run
-is passed in ``runs`` (its row reports the ``real+gen`` descriptor; its training time is stage 2's
-own log, and stage 1's is in the ``sdreid`` row).
+(which is the same for every method). SD-ReID stage 2 is trained by the diffusion trainer on the
+``sdreid`` (stage 1) run of the same comparison (or a run given in ``runs``); its row reports the
+``real+gen`` descriptor, and its training time and images/s are those of the whole pipeline
+(stage 1 + stage 2 training; stage-1 embedding + the measured generation time per image).
 
 Example (what the compare_methods notebook does)::
 
@@ -20,7 +21,8 @@ Example (what the compare_methods notebook does)::
     table, fig = compare_methods(
         data="synthag:data/synthag-small", out="runs/compare", preset="cpu",
         protocols=["A->G", "G->A"], budget=dict(epochs=4, max_iters_per_epoch=50),
-        runs={"sdreid stage 2": "runs/sdreid-stage2"},  # optional: finished runs to reuse
+        stage2_budget=dict(epochs=10),  # Stage2Config overrides for the SD-ReID stage-2 row
+        runs={"sdreid stage 1": "runs/sdreid"},  # optional: finished runs to reuse
     )
     table.pivot_table(index="method", columns="protocol", values="mAP")
     save_figure(fig, "runs/compare/table")
@@ -138,11 +140,48 @@ def _train_run(entry: MethodEntry, run_dir: Path, data: str, protocol: str, pres
     train(cfg, split=split)
 
 
+def _stage2_finished(run_dir: Path) -> bool:
+    if not (run_dir / "checkpoints" / "last.pt").is_file() or not (run_dir / "features" / "test.json").is_file():
+        return False
+    head = json.loads((run_dir / "features" / "test.json").read_text())
+    return any(k.startswith("gen:") for k in head.get("tensors", {}))
+
+
+def _train_stage2(run_dir: Path, stage1_dir: Path, preset: str, budget: dict, seed: int) -> None:
+    from agreid_kit.diffusion.config import Stage2Config
+    from agreid_kit.diffusion.train import train_stage2
+
+    train_stage2(Stage2Config(stage1=str(stage1_dir), out=str(run_dir), preset=preset, seed=seed, **budget))
+
+
+def _stage2_costs(run_dir: Path, stage1_row: dict[str, Any] | None, device: str) -> dict[str, Any]:
+    """Parameters of the stage-2 model; pipeline training time and images/s (stage 1 + stage 2)."""
+    from agreid_kit.diffusion.train import load_stage2
+
+    model, _ = load_stage2(run_dir, device=device)
+    trainable, total = count_parameters(model)
+    secs, epochs, iters = _log_totals(run_dir)
+    head = json.loads((run_dir / "features" / "test.json").read_text())
+    gen = (head.get("meta") or {}).get("generation") or {}
+    s1_ips = stage1_row["inference_images_per_s"] if stage1_row else math.nan
+    s1_secs = stage1_row["train_seconds"] if stage1_row else math.nan
+    per_image = 1.0 / s1_ips + float(gen.get("seconds_per_1000", math.nan)) / 1000.0
+    return {
+        "trainable_params_M": trainable / 1e6, "total_params_M": total / 1e6,
+        "train_seconds": s1_secs + secs, "epochs": epochs, "iters": iters,
+        "inference_images_per_s": 1.0 / per_image if per_image > 0 else math.nan,
+        "note": "stage 1 + stage 2: training time and images/s cover the whole pipeline; params are stage 2's",
+    }
+
+
 def _rows_for_run(
-    label: str, run_dir: Path, protocols: Sequence[str] | None, splits: dict | None, throughput: bool, device: str
+    label: str, run_dir: Path, protocols: Sequence[str] | None, splits: dict | None, throughput: bool, batch_size: int,
+    device: str, stage1_row: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     from agreid_kit.engine.evaluate import evaluate_run
     from agreid_kit.engine.run import load_run
+    import torch
+
     from agreid_kit.features import FeatureSet
 
     run = load_run(run_dir, device=device)
@@ -155,18 +194,19 @@ def _rows_for_run(
     note = []
     trainable = total = 0
     ips = math.nan
-    if not stage2:
+    costs: dict[str, Any] = {}
+    if stage2:
+        costs = _stage2_costs(run_dir, stage1_row, device)
+    else:
         model = run.model
         trainable, total = count_parameters(model)
         if throughput:
-            ips = inference_throughput(model, device=device)
+            ips = inference_throughput(model, batch_size=batch_size, device=device)
         meta = getattr(model, "feature_meta", {}) or {}
         if meta.get("svpr_untrained_text"):
             note.append("UNTRAINED text encoder (small CLIP from config)")
         if "svpr_attribute_branch" in meta and not meta["svpr_attribute_branch"]:
             note.append("attribute branch off")
-    else:
-        note.append("stage-2 generator on the stage-1 run; params/throughput not measured here")
     rows = []
     for protocol, by_mode in results.items():
         for mode, m in by_mode.items():
@@ -178,8 +218,10 @@ def _rows_for_run(
                     "trainable_params_M": trainable / 1e6 if trainable else math.nan,
                     "total_params_M": total / 1e6 if total else math.nan,
                     "train_seconds": secs, "epochs": epochs, "iters": iters,
-                    "inference_images_per_s": ips, "feature_dim": fs.dim, "device": device,
+                    "inference_images_per_s": ips, "feature_dim": int(fs.descriptor(mode, torch.arange(1)).shape[1]),
+                    "device": device,
                     "run": str(run_dir), "note": "; ".join(note),
+                    **costs,
                 }
             )
     return rows
@@ -217,17 +259,22 @@ def compare_methods(
     split=None,
     train_missing: bool = True,
     throughput: bool = True,
+    throughput_batch_size: int = 64,
     device: str = "cpu",
+    stage2_budget: dict[str, Any] | None = None,
 ) -> Comparison:
     """Train/reuse one run per method and tabulate them on the same protocols.
 
     ``data``: a data spec (``synthag:DIR``); ``split`` (a DatasetSplit) replaces loading it.
-    ``methods``: names or ``MethodEntry`` (label, method, model overrides); ``sdreid-stage2`` needs a
-    finished stage-2 run in ``runs``. ``budget``: TrainConfig overrides shared by every method
+    ``methods``: names or ``MethodEntry`` (label, method, model overrides); ``sdreid-stage2`` needs an
+    ``sdreid`` entry earlier in the list (its stage-1 run); ``stage2_budget``: ``Stage2Config``
+    overrides for it (``epochs``, ``batch_size``, ``model``, ...). ``budget``: TrainConfig overrides shared by every method
     (``epochs``, ``max_iters_per_epoch``, ``p``, ``k``, ``lr``, ...). ``runs`` maps a label to an
     existing run directory to reuse; otherwise ``OUT/<label>`` is reused when finished, else trained
     (``train_missing``). ``protocols`` default to the first run's protocol. Returns
     ``Comparison(table, figure)``, unpackable as ``table, fig = compare_methods(...)``.
+    ``throughput``/``throughput_batch_size``: measure inference images/s with batches of that size
+    on ``device`` (the device the runs are loaded on for evaluation).
     """
     import pandas as pd
 
@@ -241,19 +288,31 @@ def compare_methods(
     protocol = protocols[0] if protocols else (split.protocol if split is not None else "ALL")
     splits = {split.protocol: split} if split is not None else None
     rows: list[dict[str, Any]] = []
+    stage1: tuple[Path, dict[str, Any] | None] | None = None  # the sdreid run and its first row
     for entry in tqdm(entries, desc="compare methods"):
         run_dir = runs.get(entry.label, out / entry.label.replace(" ", "_"))
-        if not _run_finished(run_dir):
-            if entry.method == STAGE2:
+        if entry.method == STAGE2:
+            if stage1 is None:
                 raise ValueError(
-                    f"compare_methods: '{entry.label}' needs a finished SD-ReID stage-2 run; none at {run_dir}. "
-                    "Train stage 2 on the sdreid run first and pass runs={'%s': DIR}, or leave it out of methods" % entry.label
+                    f"compare_methods: '{entry.label}' (SD-ReID stage 2) needs the stage-1 method 'sdreid' earlier in "
+                    "methods (it trains on that run's features)"
                 )
+            if not _stage2_finished(run_dir):
+                if not train_missing:
+                    raise FileNotFoundError(f"compare_methods: no finished stage-2 run for {entry.label!r} at {run_dir}")
+                _train_stage2(run_dir, stage1[0], preset, dict(stage2_budget or {}), seed)
+            rows.extend(_rows_for_run(entry.label, run_dir, protocols, splits, throughput, throughput_batch_size, device,
+                                      stage1_row=stage1[1]))
+            continue
+        if not _run_finished(run_dir):
             if not train_missing:
                 raise FileNotFoundError(f"compare_methods: no finished run for {entry.label!r} at {run_dir} (train_missing=False)")
             if not data and split is None:
                 raise ValueError("compare_methods: pass data='kind:DIR' (or split=...) to train the missing runs")
             _train_run(entry, run_dir, data, protocol, preset, budget, seed, split)
-        rows.extend(_rows_for_run(entry.label, run_dir, protocols, splits, throughput, device))
+        new_rows = _rows_for_run(entry.label, run_dir, protocols, splits, throughput, throughput_batch_size, device)
+        if entry.method == "sdreid":
+            stage1 = (run_dir, new_rows[0] if new_rows else None)
+        rows.extend(new_rows)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     return Comparison(table, comparison_figure(table))

@@ -7,14 +7,17 @@ Rules (``evaluate_ranking`` and the plain-loop ``reference_evaluate`` agree on a
   drops gallery items whose key equals the query's (e.g. views for ``A<->G-strict``, time ids for
   CP2108 ``cross``), ``("require_same", ...)`` keeps only equal keys (CP2108 ``same``);
 - the ranking is by ascending distance; ties are broken by gallery order (stable);
+- NaN distances rank last (as numpy's argsort puts them); a NaN distance to a positive is an error;
 - a query with no remaining positive is *skipped*: it is counted in ``n_query - n_valid``, its
   ``ap``/``inp`` are NaN and ``valid`` is False; means are over valid queries only;
 - AP = mean over positives of (precision at that positive's rank); INP = #positives / rank of the
   last positive; CMC[k] = fraction of valid queries whose first positive is within rank k+1.
 
-``evaluate_ranking`` never sorts a gallery row: for each query it sorts only the (few) positives and
-places every gallery item between them with ``searchsorted``, so a positive's rank is a cumulative
-count. That is exact (ties included) and costs O(G log P) per query instead of O(G log G).
+``evaluate_ranking`` never sorts a gallery row: for each query it sorts only its (few) positives,
+keeps the gallery items no farther than the last positive (the only ones that can precede one) and
+places each between the positives with ``searchsorted``; a positive's rank is then a cumulative
+count. That is exact (ties included) and costs O(G) per query plus O(log P) per candidate, instead
+of O(G log G).
 """
 
 from __future__ import annotations
@@ -158,13 +161,12 @@ def evaluate_ranking(
         progress = len(starts) >= 50
     from tqdm.auto import tqdm
 
+    g_index = _PidIndex(gp)
     for s in tqdm(starts, desc="evaluate", unit="chunk", disable=not progress):
         e = min(s + chunk, nq)
         d = dist[s:e]
-        if torch.isnan(d).any():
-            raise ValueError(f"evaluate_ranking: distmat has NaN in query rows {s}..{e - 1}")
         ranks, npos = _positive_ranks(
-            d, qp[s:e], gp, qc[s:e], gc, [(m, qk[s:e], gk) for m, qk, gk in rules]
+            d, qp[s:e], g_index, qc[s:e], gc, [(m, qk[s:e], gk) for m, qk, gk in rules]
         )
         if ranks is None:
             continue
@@ -202,16 +204,34 @@ def evaluate_ranking(
     )
 
 
-def _positive_ranks(d, qp, gp, qc, gc, rules):
+class _PidIndex:
+    """Gallery positions grouped by pid, so a query's same-pid cells are found without a (c, G) pass."""
+
+    def __init__(self, g_pids: torch.Tensor):
+        self.order = torch.argsort(g_pids, stable=True)  # stable: gallery order within each pid
+        self.pids, self.counts = torch.unique_consecutive(g_pids[self.order], return_counts=True)
+        self.starts = self.counts.cumsum(0) - self.counts
+
+    def same_pid_cells(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.searchsorted(self.pids, q_pids).clamp(max=self.pids.numel() - 1)
+        found = self.pids[idx] == q_pids
+        cnt = torch.where(found, self.counts[idx], torch.zeros_like(idx))
+        rows = torch.repeat_interleave(torch.arange(q_pids.numel(), device=q_pids.device), cnt)
+        first = torch.repeat_interleave(self.starts[idx] - (cnt.cumsum(0) - cnt), cnt)
+        cols = self.order[first + torch.arange(rows.numel(), device=q_pids.device)]
+        return rows, cols
+
+
+def _positive_ranks(d, qp, gp: "_PidIndex", qc, gc, rules):
     """Ranks (1-based, among the query's kept gallery items) of each query's positives, in order.
 
-    Returns ``(ranks (c, P), npos (c,))``; row i's first ``npos[i]`` entries are valid. Only three
-    full (c, G) passes (pid match, "closer than the last positive", nonzero); positives, same-camera
-    junk and candidate placement work on sparse lists.
+    Returns ``(ranks (c, P), npos (c,))``; row i's first ``npos[i]`` entries are valid. Two full
+    (c, G) passes ("no farther than the last positive", nonzero) plus one per gallery rule; positives,
+    same-camera junk and (for useful rankings) candidate placement work on sparse lists.
     """
     c, ng = d.shape
     dev = d.device
-    rows, cols = (gp[None, :] == qp[:, None]).nonzero(as_tuple=True)  # same-pid cells, row-major
+    rows, cols = gp.same_pid_cells(qp)  # row-major, gallery order within a row
     junk = gc[cols] == qc[rows]  # same pid AND same camera: removed for this query
     keep = None
     if rules:
@@ -231,10 +251,12 @@ def _positive_ranks(d, qp, gp, qc, gc, rules):
     pidx = torch.full((c, p_max + 1), ng, dtype=torch.long, device=dev)
     pd[pr, slot] = d[pr, pc]
     pidx[pr, slot] = pc
+    if torch.isnan(pd).any():
+        bad = int(torch.isnan(pd).any(1).nonzero()[0, 0])
+        raise ValueError(f"evaluate_ranking: a positive of query row {bad} (of this chunk) has a NaN distance")
     pd, order = torch.sort(pd, dim=1, stable=True)  # stable: equal distances stay in gallery order
     pidx = pidx.gather(1, order)
-    # Only kept items no farther than the query's last positive can precede a positive: collect those
-    # candidates (few for a useful model; all of them at worst) and place each among the positives.
+    # Only kept items no farther than the query's last positive can precede a positive ("candidates").
     dc = d.contiguous()
     last = pd.gather(1, (npos - 1).clamp(min=0)[:, None])
     last[npos == 0] = -math.inf
@@ -243,26 +265,87 @@ def _positive_ranks(d, qp, gp, qc, gc, rules):
         cand &= keep
     cand[rows[junk], cols[junk]] = False
     cr, cg = cand.nonzero(as_tuple=True)
-    del cand
-    hist = torch.zeros(c * (p_max + 1), dtype=torch.long, device=dev)
-    step = max(1, (1 << 22) // (p_max + 1))  # bounds the (candidates, p_max + 1) temporaries
-    for s in range(0, cr.numel(), step):
-        r, g = cr[s : s + step], cg[s : s + step]
-        seq, val = pd[r], dc[r, g][:, None]
-        # bucket = number of positives ranked before the item: smaller distance, or equal distance and
-        # smaller gallery index (the stable tie rule).
-        lo = torch.searchsorted(seq, val, right=False)[:, 0]
-        hi = torch.searchsorted(seq, val, right=True)[:, 0]
-        tie = (hi > lo).nonzero(as_tuple=True)[0]
-        if tie.numel():
-            j = torch.arange(p_max + 1, device=dev)[None, :]
-            before = (j >= lo[tie, None]) & (j < hi[tie, None]) & (pidx[r[tie]] < g[tie, None])
-            lo[tie] += before.sum(1)
-        hist.scatter_add_(0, r * (p_max + 1) + lo, torch.ones_like(lo))
-    hist = hist.view(c, p_max + 1)
+    if cr.numel() * 8 > c * ng:
+        hist = _hist_dense(dc, cand, pd, pidx, p_max)  # weak rankings: most items are candidates
+    else:
+        hist = _hist_sparse(dc, cr, cg, pd, pidx, npos, p_max)  # useful rankings: few candidates
     # Rank of the k-th positive = number of kept items whose bucket is <= k (it counts itself).
     ranks = hist.cumsum(1)[:, :p_max]
     return ranks, npos
+
+
+def _place(seq, pidx_rows, val, g, p_max):
+    """Bucket of each item: positives (rows of ``seq``, sorted) ranked before it, ties by gallery index."""
+    lo = torch.searchsorted(seq, val, right=False)
+    hi = torch.searchsorted(seq, val, right=True)
+    tie_r, tie_c = (hi > lo).nonzero(as_tuple=True)
+    if tie_r.numel():
+        j = torch.arange(p_max + 1, device=seq.device)[None, :]
+        l, h = lo[tie_r, tie_c], hi[tie_r, tie_c]
+        gi = g[tie_r, tie_c] if g.dim() == 2 else g[tie_c]
+        before = (j >= l[:, None]) & (j < h[:, None]) & (pidx_rows[tie_r] < gi[:, None])
+        lo[tie_r, tie_c] = l + before.sum(1)
+    return lo
+
+
+def _hist_dense(dc, cand, pd, pidx, p_max):
+    """Histogram of candidate buckets, placing every cell of the chunk at once (row-batched searchsorted)."""
+    c, ng = dc.shape
+    bucket = _place(pd[:, :p_max].contiguous(), pidx, dc, torch.arange(ng, device=dc.device), p_max)
+    bucket.masked_fill_(~cand, p_max)  # non-candidates cannot precede a positive: overflow bucket
+    hist = torch.zeros((c, p_max + 1), dtype=torch.long, device=dc.device)
+    hist.scatter_add_(1, bucket, torch.ones((1, 1), dtype=torch.long, device=dc.device).expand(c, ng))
+    return hist
+
+
+def _hist_sparse(dc, cr, cg, pd, pidx, npos, p_max):
+    """Histogram of candidate buckets from the sparse list of candidates (rows ``cr``, columns ``cg``)."""
+    c = dc.shape[0]
+    if dc.dtype != torch.float32:
+        return _hist_sparse_rows(dc, cr, cg, pd, pidx, p_max)
+    # One sorted 1-D array of (row, distance) keys for all positives of the chunk: a candidate's bucket is
+    # its insertion point minus the row's offset. float32 bits (made order-preserving) fit beside the row.
+    real = torch.arange(p_max + 1, device=dc.device)[None, :] < npos[:, None]
+    rows_all = torch.arange(c, device=dc.device)[:, None].expand(c, p_max + 1)
+    pos_keys = _row_keys(rows_all[real], pd[real])
+    pos_gidx = pidx[real]
+    offset = npos.cumsum(0) - npos
+    keys = _row_keys(cr, dc[cr, cg])
+    lo = torch.searchsorted(pos_keys, keys, right=False)
+    # A tie (equal distance to a positive) shows as the key found at the insertion point; then the tied
+    # positives with a smaller gallery index come first.
+    tie = (pos_keys[lo.clamp(max=pos_keys.numel() - 1)] == keys).nonzero(as_tuple=True)[0]
+    if tie.numel():
+        hi = torch.zeros_like(lo)
+        hi[tie] = torch.searchsorted(pos_keys, keys[tie], right=True)
+        width = int((hi[tie] - lo[tie]).max())
+        j = lo[tie, None] + torch.arange(width, device=dc.device)[None, :]
+        inside = j < hi[tie, None]
+        before = inside & (pos_gidx[j.clamp(max=pos_gidx.numel() - 1)] < cg[tie, None])
+        lo[tie] += before.sum(1)
+    bucket = lo - offset[cr]
+    hist = torch.zeros(c * (p_max + 1), dtype=torch.long, device=dc.device)
+    hist.scatter_add_(0, cr * (p_max + 1) + bucket, torch.ones_like(bucket))
+    return hist.view(c, p_max + 1)
+
+
+def _row_keys(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered like (row, float32 value): row in the high 32 bits, order-preserving bits below."""
+    bits = (values + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0 (they compare equal)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: reverse magnitude order
+    return (rows.long() << 32) + (bits.long() + (1 << 31))
+
+
+def _hist_sparse_rows(dc, cr, cg, pd, pidx, p_max):
+    """Sparse placement for non-float32 distances: each candidate searches its own row of positives."""
+    c = dc.shape[0]
+    hist = torch.zeros(c * (p_max + 1), dtype=torch.long, device=dc.device)
+    step = max(1, (1 << 22) // (p_max + 1))  # bounds the (candidates, p_max + 1) temporaries
+    for s in range(0, cr.numel(), step):
+        r, g = cr[s : s + step], cg[s : s + step]
+        lo = _place(pd[r, :p_max].contiguous(), pidx[r], dc[r, g][:, None], g[:, None], p_max)[:, 0]
+        hist.scatter_add_(0, r * (p_max + 1) + lo, torch.ones_like(lo))
+    return hist.view(c, p_max + 1)
 
 
 def reference_evaluate(

@@ -318,13 +318,17 @@ class RankingBackend:
         self._embedder = embedder
         self._generator = generator
         self._search_backend = search_backend
-        self._model_lock = threading.Lock()
+        self._model_lock = threading.RLock()  # re-entered: a handler holds it while the model loads
         self._splits: dict[str, DatasetSplit] = {}
         self._rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._search: dict[tuple[str, str], GallerySearch] = {}
         self._rank_inputs: dict[str, dict[str, Any]] = {}
         self._protocols: list[str] | None = None
-        self.tradeoff = _load_tradeoff(self.run_dir)
+        self.tradeoff_error: str | None = None
+        try:
+            self.tradeoff = _load_tradeoff(self.run_dir)
+        except AppError as e:  # a damaged table must not take the ranking page down
+            self.tradeoff, self.tradeoff_error = None, str(e)
         self.split(self.default_protocol)  # fail at startup, in words, if the run does not match the data
 
     # ---- data -------------------------------------------------------------------------------
@@ -503,6 +507,7 @@ class RankingBackend:
         if live:
             if "id_cond" not in parts:
                 raise AppError("This run stores no ID conditions (id_cond), so views cannot be regenerated at another tau.")
+            self.generator()  # load outside the timed region: latency is the generation alone
             t1 = time.perf_counter()
             with self._model_lock:
                 parts.update(self._generate(parts["id_cond"], tau_, guid_))
@@ -542,6 +547,7 @@ class RankingBackend:
         if self._needs_generation(mode):
             if "id_cond" not in parts:
                 raise AppError("The model returns no ID conditions (id_cond), so generated views cannot be computed.")
+            self.generator()
             t2 = time.perf_counter()
             with self._model_lock:
                 parts.update(self._generate(parts["id_cond"], tau_, guid_))
@@ -652,7 +658,7 @@ class RankingBackend:
             ("view", VIEW_NAMES[r.view]), ("raw camera", r.raw_camid), ("altitude", r.altitude), ("time", r.time),
             ("scene", r.scene), ("path", r.path),
         ]
-        rows += [(k, v) for k, v in sorted((r.extra or {}).items()) if isinstance(v, (int, float, str))]
+        rows += [(f"extra · {k}", v) for k, v in sorted((r.extra or {}).items()) if isinstance(v, (int, float, str))]
         table = "| field | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows if v is not None)
         return open_record_image(self._resolve_path(r.path)), table
 
@@ -709,16 +715,35 @@ class RankingBackend:
         return fig
 
     def tradeoff_figure(self, result: RankResult | None = None):
-        """The precomputed accuracy / latency curves over tau, the current query's tau marked."""
-        from agreid_kit.viz import tradeoff_figure
+        """The precomputed accuracy / latency curves over tau, with the current query's tau and live latency.
 
+        The curves are the stage-2 trade-off table (``agreid tradeoff RUN``: seconds per 1,000 images,
+        batched); the live point is this query's generation time in ms per image (= s per 1,000) at batch 1.
+        """
+        import plotly.graph_objects as go
+        from agreid_kit.diffusion.analyses import tradeoff_figure
+
+        if self.tradeoff_error:
+            raise AppError(self.tradeoff_error)
         if self.tradeoff is None:
             raise AppError(
-                f"No timestep trade-off results in {self.run_dir} (expected tradeoff.csv or tradeoff.json); "
-                "they are written by the stage-2 trade-off analysis (`make report`)."
+                f"No timestep trade-off table in {self.run_dir} (expected analysis/tradeoff.csv); make it with "
+                f"`agreid tradeoff {self.run_dir}` (part of `{MAKE_RUN_COMMAND}`)."
             )
+        df = self.tradeoff
+        protocol = result.protocol if result is not None else self.split().protocol
+        if "protocol" in df and (df["protocol"] == protocol).any():
+            df = df[df["protocol"] == protocol]
+        fig = tradeoff_figure(df)
         tau = result.tau if result is not None and result.tau is not None else self.stored_tau
-        return tradeoff_figure(self.tradeoff, highlight_tau=tau)
+        if tau is not None:
+            fig.add_vline(x=tau, line=dict(color="#d62728", width=2, dash="dot"))
+        if result is not None and "generate" in result.latency_ms and result.tau is not None:
+            fig.add_trace(go.Scatter(
+                x=[result.tau], y=[result.latency_ms["generate"]], mode="markers", name="this query (batch 1)",
+                marker=dict(size=14, color="#d62728", symbol="star"),
+            ), secondary_y=True)
+        return fig
 
     def live_latency_markdown(self, result: RankResult | None) -> str:
         if result is None:
@@ -727,23 +752,30 @@ class RankingBackend:
                  + (f", tau {result.tau}, guidance {result.guidance}" if result.tau is not None else "") + "):"]
         lines += [f"- {k}: {v:.1f} ms" for k, v in result.latency_ms.items()]
         if "generate" in result.latency_ms:
-            lines.append(f"- generation = {result.latency_ms['generate']:.0f} s per 1k images at batch 1")
+            lines.append(f"- generation at batch 1: {result.latency_ms['generate']:.0f} ms per image "
+                         "(= s per 1,000 images, the unit of the trade-off curve's latency axis)")
         return "\n".join(lines)
 
 
 def _load_tradeoff(run_dir: Path):
-    """The stage-2 trade-off table (tau, accuracy, latency) if the run has one."""
+    """The stage-2 trade-off table (tau, protocol, mode, rank1, mAP, mINP, sec_per_1000) if the run has one."""
     import pandas as pd
 
-    for name in ("tradeoff.csv", "tradeoff.json", "analysis/tradeoff.csv", "analysis/tradeoff.json"):
+    for name in ("analysis/tradeoff.csv", "tradeoff.csv", "analysis/tradeoff.json", "tradeoff.json"):
         p = run_dir / name
         if p.is_file():
             try:
                 df = pd.read_csv(p) if p.suffix == ".csv" else pd.DataFrame(json.loads(p.read_text()))
             except (ValueError, OSError) as e:
                 raise AppError(f"The trade-off table {p} cannot be read ({e}).") from e
-            if "tau" not in df.columns:
-                raise AppError(f"The trade-off table {p} has no 'tau' column; columns: {list(df.columns)}")
+            if "sec_per_1000" not in df and "sec_per_1k" in df:
+                df = df.rename(columns={"sec_per_1k": "sec_per_1000"})
+            missing = [c for c in ("tau", "rank1", "mAP", "mINP", "sec_per_1000") if c not in df]
+            if missing:
+                raise AppError(f"The trade-off table {p} lacks columns {missing}; it has {list(df.columns)}")
+            for col, default in (("protocol", ""), ("mode", "real+gen")):
+                if col not in df:
+                    df[col] = default
             return df
     return None
 
@@ -762,24 +794,21 @@ def _load_split(spec: str, protocol: str | None) -> DatasetSplit:
 
 
 def run_embedder(stage1_dir: str | os.PathLike) -> Embedder:
-    """Embed one PIL image with a stage-1 run's model (eval mode, the model's own input size / normalisation)."""
+    """Embed one PIL image with a stage-1 run's model, through the same test transform extraction used."""
+    from agreid_kit.data.transforms import TransformConfig, test_transform
     from agreid_kit.engine import load_run
 
-    run = load_run(stage1_dir)
-    model = run.model
-    h, w = model.input_size
-    mean = torch.tensor(model.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(model.std, dtype=torch.float32).view(3, 1, 1)
+    model = load_run(stage1_dir).model  # eval mode
+    transform = test_transform(TransformConfig(tuple(model.input_size), tuple(model.mean), tuple(model.std)))
     device = next(model.parameters()).device
 
     def embed(img) -> dict[str, torch.Tensor]:
-        arr = np.asarray(img.convert("RGB").resize((w, h)), dtype=np.float32) / 255.0
-        x = ((torch.from_numpy(arr).permute(2, 0, 1) - mean) / std).unsqueeze(0).to(device)
+        x = transform(img.convert("RGB")).unsqueeze(0).to(device)
         zero = torch.zeros(1, dtype=torch.long, device=device)
         batch = {"images": x, "pids": zero, "camids": zero, "views": zero,
                  "attributes": torch.zeros(1, 0, dtype=torch.long, device=device), "index": zero}
         with torch.no_grad():
-            return {k: v.detach().cpu() for k, v in model.embed(batch).items()}
+            return {k: v.detach().float().cpu() for k, v in model.embed(batch).items()}
 
     return embed
 
@@ -807,3 +836,217 @@ def run_generator(stage2_dir: str | os.PathLike, seed: int | None = None) -> Gen
         )
 
     return generate
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradio view
+# ---------------------------------------------------------------------------------------------
+APP_TITLE = "agreid-kit · aerial-ground ReID ranking demo"
+APP_CSS = """
+#status-box p { color: #b00020; font-weight: 600; }
+"""
+EMBED_METHODS = ("tsne", "umap", "pca")
+EMBED_COLOURS = ("kind", "view_name", "camid", "pid", "altitude", "pitch", "distance")
+
+
+def _warn(message: str) -> str:
+    return f"⚠️ {message}"
+
+
+def build_app(
+    run_dir: str | os.PathLike | None = None,
+    data: str | None = None,
+    protocol: str | None = None,
+    backend: RankingBackend | None = None,
+):
+    """The Blocks app over a ``RankingBackend`` (built from ``run_dir`` unless one is given).
+
+    A missing or mismatched run gives a page that says what is wrong and how to make the run,
+    instead of an exception: the server keeps serving either way. ``demo.backend`` is the backend
+    (None on such a page).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    error = None
+    if backend is None:
+        try:
+            backend = RankingBackend(run_dir if run_dir is not None else default_run_dir(), data=data, protocol=protocol)
+        except (AppError, FeatureSetError) as e:
+            error = str(e)
+
+    with gr.Blocks(title=APP_TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {APP_TITLE}")
+        if backend is None:
+            gr.Markdown(_warn(error), elem_id="run-error")
+            demo.backend = None
+            return demo
+        demo.backend = b = backend
+        gen_ok = b.has_generator
+        split = b.split()
+        state = gr.State(None)
+        gr.Markdown(b.run_summary(), elem_id="run-summary")
+
+        with gr.Tab("Rank"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    protocol_dd = gr.Dropdown(b.protocols, value=split.protocol, label="protocol")
+                    mode_dd = gr.Dropdown(b.modes, value="real+gen" if "real+gen" in b.modes else "real",
+                                          label="feature mode", info=FEATURE_MODES_HELP)
+                    k_sl = gr.Slider(1, 50, value=10, step=1, label="top-k")
+                    tau_sl = gr.Slider(1, 50, value=b.stored_tau or 5, step=1, visible=gen_ok,
+                                       label="tau: denoising steps of the generated views")
+                    guid_sl = gr.Slider(0.0, 10.0, value=b.stored_guidance if b.stored_guidance is not None else 2.0,
+                                        step=0.5, label="guidance scale", visible=gen_ok)
+                    with gr.Tab("Query set"):
+                        view_dd = gr.Dropdown(["all", *b.views()], value="all", label="query view")
+                        cam_dd = gr.Dropdown(["all", *map(str, b.cameras())], value="all", label="query camera")
+                        choices = b.query_choices()
+                        query_dd = gr.Dropdown(choices, value=choices[0][1], label="query", elem_id="query-pick")
+                        rank_btn = gr.Button("Rank", variant="primary", elem_id="rank-button")
+                    with gr.Tab("Upload"):
+                        upload = gr.File(label="person image (JPEG / PNG / WebP)", type="filepath", elem_id="upload")
+                        upload_view = gr.Radio(list(VIEW_NAMES[:max(2, split.num_views)]), value="ground",
+                                               label="view of the uploaded image")
+                        upload_btn = gr.Button("Rank upload", variant="primary", elem_id="upload-button")
+                with gr.Column(scale=3):
+                    status = gr.Markdown("", elem_id="status-box")
+                    with gr.Row():
+                        query_img = gr.Image(label="query", type="pil", height=256, interactive=False, scale=1)
+                        summary_md = gr.Markdown("Pick a query and press **Rank**, or upload an image.",
+                                                 elem_id="summary")
+                    gallery = gr.Gallery(label="top-k (green frame: match, red: non-match, grey: junk)", columns=10,
+                                         height="auto", format="png", elem_id="results", allow_preview=False)
+                    with gr.Row():
+                        detail_img = gr.Image(label="selected result", type="pil", height=384, interactive=False,
+                                              scale=1)
+                        detail_md = gr.Markdown("Click a result to see it large.", elem_id="detail")
+                    with gr.Accordion("metrics (JSON)", open=False):
+                        metrics_json = gr.JSON(label="metrics")
+                    detail_index = gr.Number(visible=False, precision=0)
+
+        with gr.Tab("Embedding"):
+            with gr.Row():
+                method_rd = gr.Radio(list(EMBED_METHODS), value="tsne", label="method")
+                color_dd = gr.Dropdown(list(EMBED_COLOURS), value="kind" if gen_ok else "view_name", label="colour by")
+                embed_btn = gr.Button("Compute embedding", elem_id="embed-button")
+            embed_status = gr.Markdown("Rank a query, then compute the embedding: the query (star) and its "
+                                       "generated views (open diamonds) are drawn over the gallery.")
+            embed_plot = gr.Plot(label="gallery embedding")
+
+        with gr.Tab("Trade-off"):
+            trade_status = gr.Markdown("")
+            trade_plot = gr.Plot(label="accuracy / latency over tau")
+            latency_md = gr.Markdown("Run a ranking to measure this query's latency.", elem_id="latency")
+
+        rank_outputs = [state, status, query_img, summary_md, gallery, metrics_json, detail_img, detail_md]
+
+        def present(result: RankResult):
+            return [result, "", b.query_image(result), result.summary_markdown(), b.gallery_items(result),
+                    result.metrics(), None, "Click a result to see it large."]
+
+        def failed(message: str, keep):
+            # The previous result stays in the session state; the page says what went wrong.
+            return [keep, _warn(message), None, "", [], {"error": message}, None, ""]
+
+        def rank_query(query_index, protocol, mode, k, tau, guidance, current=None):
+            try:
+                if query_index is None:
+                    raise AppError("Choose a query first (the filter may have left none).")
+                return present(b.rank_query(int(query_index), mode, int(k), protocol,
+                                            tau if gen_ok else None, guidance if gen_ok else None))
+            except (AppError, FeatureSetError) as e:
+                return failed(str(e), current)
+
+        def rank_upload(path, view, protocol, mode, k, tau, guidance, current=None):
+            try:
+                return present(b.rank_upload(path, mode, int(k), protocol, tau if gen_ok else None,
+                                             guidance if gen_ok else None, view=view))
+            except (AppError, FeatureSetError) as e:
+                return failed(str(e), current)
+
+        def rerank(current, query_index, path, view, protocol, mode, k, tau, guidance):
+            # A mode / k / tau / guidance change re-runs whatever was ranked last.
+            if current is None:
+                return [None, "", *[gr.skip()] * 6]
+            if current.source == "upload":
+                return rank_upload(path, view, protocol, mode, k, tau, guidance, current)
+            return rank_query(query_index, protocol, mode, k, tau, guidance, current)
+
+        def filter_queries(protocol, view, camera):
+            try:
+                cams = ["all", *map(str, b.cameras(protocol, view))]
+                camera = camera if camera in cams else "all"
+                choices = b.query_choices(protocol, view, camera)
+                return gr.update(choices=choices, value=choices[0][1]), gr.update(choices=cams, value=camera), ""
+            except (AppError, FeatureSetError) as e:
+                return gr.update(choices=[], value=None), gr.skip(), _warn(str(e))
+
+        def detail(current, index):
+            try:
+                return b.item_detail(current, int(index) if index is not None else -1)
+            except AppError as e:
+                return None, _warn(str(e))
+
+        def select_detail(current, evt: gr.SelectData):
+            return detail(current, evt.index)
+
+        # Gradio finds the event argument by its annotation; with postponed annotations it sees a string.
+        select_detail.__annotations__["evt"] = gr.SelectData
+
+        def embedding(current, method, color_by):
+            try:
+                return b.embedding_figure(current, method=method, color_by=color_by), ""
+            except AppError as e:
+                return None, _warn(str(e))
+
+        def tradeoff(current):
+            latency = b.live_latency_markdown(current)
+            try:
+                return b.tradeoff_figure(current), "", latency
+            except AppError as e:
+                return None, _warn(str(e)), latency
+
+        settings = [protocol_dd, mode_dd, k_sl, tau_sl, guid_sl]
+        trade_outputs = [trade_plot, trade_status, latency_md]
+        model_limit = dict(concurrency_limit=1, concurrency_id="model")  # one model call at a time
+        rank_btn.click(rank_query, [query_dd, *settings, state], rank_outputs, api_name="rank_query", **model_limit
+                       ).then(tradeoff, state, trade_outputs, api_name=False)
+        upload_btn.click(rank_upload, [upload, upload_view, *settings, state], rank_outputs, api_name="rank_upload",
+                         **model_limit).then(tradeoff, state, trade_outputs, api_name=False)
+        for control in (mode_dd, k_sl, tau_sl, guid_sl):
+            control.input(rerank, [state, query_dd, upload, upload_view, *settings], rank_outputs,
+                          api_name="rerank" if control is mode_dd else False, **model_limit
+                          ).then(tradeoff, state, trade_outputs, api_name=False)
+        for control in (protocol_dd, view_dd, cam_dd):
+            control.input(filter_queries, [protocol_dd, view_dd, cam_dd], [query_dd, cam_dd, status],
+                          api_name="filter_queries" if control is view_dd else False)
+        gallery.select(select_detail, state, [detail_img, detail_md], api_name=False)
+        detail_index.change(detail, [state, detail_index], [detail_img, detail_md], api_name="detail")
+        embed_btn.click(embedding, [state, method_rd, color_dd], [embed_plot, embed_status], api_name="embedding",
+                        concurrency_limit=1, concurrency_id="embedding")
+        demo.load(tradeoff, state, trade_outputs, api_name=False)
+    return demo
+
+
+def launch_app(demo, port: int | None = None, prevent_thread_lock: bool = False, quiet: bool = False):
+    """Serve on 127.0.0.1 only: no share link, no analytics, files only from the run and dataset folders."""
+    import gradio as gr
+
+    allowed: list[str] = []
+    backend: RankingBackend | None = getattr(demo, "backend", None)
+    if backend is not None:
+        allowed += [str(backend.run_dir.resolve()), str(Path(backend.split().root).resolve())]
+    demo.queue(max_size=64)
+    return demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        share=False,
+        allowed_paths=allowed,
+        footer_links=[],
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=quiet,
+        theme=gr.themes.Soft(),
+        css=APP_CSS,
+        show_error=False,
+    )

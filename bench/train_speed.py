@@ -72,8 +72,11 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--cpu-paper-batch", type=int, default=16, help="paper preset batch on CPU (kept small: it is slow)")
     ap.add_argument("--no-gpu", action="store_true")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     runs = [("cpu", p, {"cpu": 64, "paper": args.cpu_paper_batch}[p], "no") for p in args.presets]
     if torch.cuda.is_available() and not args.no_gpu:

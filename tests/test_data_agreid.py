@@ -44,7 +44,11 @@ def test_v1_protocols(tmp_path, image_subfolder):
     g = load_dataset("agreid_v1", root, "G->A")
     assert (len(g.query), len(g.gallery)) == (1, 2)
     assert {r.view for r in g.query} == {1} and {r.view for r in g.gallery} == {0}
-    assert s.options["attribute_file"] is None
+    assert s.options["attribute_file"] is None and s.num_views == 2
+    touch(root / "bounding_box_train" / ("image" if image_subfolder else "") / "P0002T04041A1C2F30.jpg")
+    with pytest.warns(UserWarning, match="1 wearable \\(C2\\) image"):
+        s = load_dataset("agreid_v1", root, "A->G")
+    assert s.num_views == 3 and s.options["wearable_images"] == 1 and len(s.train) == 5
 
 
 def test_v1_attributes_mat(tmp_path):

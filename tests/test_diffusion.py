@@ -210,3 +210,25 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="features/train.json|train"):
         load_stage1(empty)
+
+
+def test_sd_folder_preset_trains_only_up_cross_attention_kv(tmp_path):
+    """A local SD-style unet/ folder (tiny, random) loads offline; only up-block attn2 K/V train in the UNet."""
+    from diffusers import UNet2DConditionModel
+
+    small = UNet2DConditionModel(
+        in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24, attention_head_dim=2,
+    )
+    small.save_pretrained(tmp_path / "sd" / "unet")
+    cfg = Stage2ModelConfig(dim=32, num_id_layers=3, unet_path=str(tmp_path / "sd"))
+    model = SDReIDStage2(cfg)
+    names = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith("unet.")]
+    assert names and all(".attn2.to_k." in n or ".attn2.to_v." in n for n in names)
+    assert all(n.startswith("unet.up_blocks.") for n in names)
+    assert all(p.requires_grad for p in model.learner.parameters())
+    ctx = model.context(torch.randn(2, 3, 32), torch.randn(2, 32))
+    assert ctx.shape == (2, 4, 24)  # the learner maps D = 32 to the UNet's cross-attention width
+    eps = model(torch.randn(2, 4, 4, 2), torch.tensor([3, 9]), torch.randn(2, 3, 32), torch.randn(2, 32), torch.randn(2, 32))
+    assert eps.shape == (2, 4, 4, 2)

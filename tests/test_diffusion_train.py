@@ -101,3 +101,32 @@ def test_generate_evaluate_and_analyses(trained, stage1):
     cross = d[d["view"] != d["centre"]]["cosine"].mean()
     assert own > cross
     assert data["instance_matrix"].shape == (20, 20)
+
+
+def test_cli_generate(trained, capsys):
+    from agreid_kit.cli import main
+
+    assert main(["generate", str(trained), "--tau", "1", "--views", "ground", "--device", "cpu"]) == 0
+    assert "gen:1" in capsys.readouterr().out
+    assert FeatureSet.load(trained / "features" / "test").generated_views() == [1]
+    assert main(["generate", str(trained), "--tau", "0"]) == 2
+    assert "tau" in capsys.readouterr().err
+    assert main(["generate", str(trained), "--views", "wearable"]) == 2
+    assert "wearable" in capsys.readouterr().err
+
+
+def test_guidance_ablation_and_lr_schedule(trained, stage1):
+    from agreid_kit.diffusion.analyses import ablation
+    from agreid_kit.diffusion.schedule import lr_factor, sample_timesteps
+
+    split = fake_split(stage1)
+    df, fig = ablation("guidance", trained, values=[1.0, 3.0], tau=1, protocols=["A->G"], modes=["gen:all"],
+                       splits={"A->G": split}, progress=False)
+    assert list(df["guidance"]) == ["1.0", "3.0"] and len(fig.data) == 3
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablation("nope", trained)
+    assert lr_factor(0, 1, 10, 0.01, [50], 0.1) == pytest.approx(0.01)
+    assert lr_factor(10, 50, 10, 0.01, [50], 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 51, 10, 0.01, [50], 0.1) == pytest.approx(0.1)
+    t = sample_timesteps(20000, 1000, "cubic", torch.Generator().manual_seed(0))
+    assert 0 <= int(t.min()) and int(t.max()) <= 999 and float(t.float().mean()) > 700  # E[1 - u^3] = 0.75

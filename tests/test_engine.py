@@ -60,7 +60,7 @@ def tiny_config(out, method="vit", **over):
 
     values = dict(
         epochs=3, p=4, k=2, num_workers=0, warmup_iters=2, lr=1e-3, model=dict(TINY_MODEL), val_fraction=0.2,
-        val_every=1, ckpt_every=1, eval_batch_size=32, pad=2, keep_epoch_checkpoints=1,
+        val_every=1, ckpt_every=1, eval_batch_size=32, pad=2, keep_epoch_checkpoints=1, threads=1,
     )
     values.update(over)
     return make_config(method, str(out), preset="cpu", **values)
@@ -230,3 +230,29 @@ def test_bad_inputs_are_clear_errors(cargo_root, tmp_path):
         from agreid_kit.engine import load_run
 
         load_run(tmp_path / "nowhere")
+
+
+def test_paper_preset_trains_from_a_local_weights_file(cargo_root, tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from agreid_kit.engine.config import make_config
+    from agreid_kit.engine.train import train
+
+    src = timm.create_model("vit_base_patch16_224", pretrained=False, embed_dim=32, depth=2, num_heads=2)
+    weights = tmp_path / "imagenet_fake.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(weights))
+    cfg = make_config(
+        "sdreid", str(tmp_path / "paper"), preset="paper", model=dict(TINY_MODEL, pretrained=str(weights)),
+        epochs=1, p=4, k=2, num_workers=0, threads=1, max_iters_per_epoch=1, warmup_iters=1, extract_after=False,
+        val_fraction=0,
+    )
+    assert cfg.optimizer == "sgd" and cfg.lr == 0.008 and cfg.grad_clip == 5.0
+    run = train(cfg, split=load(cargo_root))
+    out = capsys.readouterr().out
+    assert f"loaded pretrained weights {weights}" in out and "missing keys (0)" in out
+    from agreid_kit.engine import load_run
+
+    model = load_run(run).model  # rebuilt from the checkpoint alone (weights file not re-read)
+    assert model.config.pretrained is None
+    assert model.backbone.pos_embed.shape == (1, 1 + 2 * 1, 32)

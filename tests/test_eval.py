@@ -94,8 +94,8 @@ def test_equals_reference_exactly(seed, nq, ng, n_ids, n_cams, levels, rules):
 
 
 def test_chunked_equals_unchunked_and_float64():
-    args = random_case(5, 120, 700, 60, 4, 11)
-    whole = evaluate_ranking(*args, chunk_size=120)
+    args = random_case(5, 70, 500, 60, 4, 11)
+    whole = evaluate_ranking(*args, chunk_size=70)
     for chunk in (1, 7, 64):
         part = evaluate_ranking(*args, chunk_size=chunk)
         assert np.array_equal(part.ap, whole.ap, equal_nan=True) and np.array_equal(part.cmc, whole.cmc)
@@ -137,9 +137,12 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="g_pids has 5 entries, expected 6"):
         evaluate_ranking(dist, qp, gp[:5], qc, gc)
     bad = dist.clone()
-    bad[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN in query rows"):
+    bad[0, 2] = float("nan")  # g2 is a positive of q0
+    with pytest.raises(ValueError, match="positive of query row 0 .* NaN distance"):
         evaluate_ranking(bad, qp, gp, qc, gc)
+    bad[0, 2], bad[0, 1] = 0.3, float("nan")  # a NaN negative ranks last, as in the reference
+    nan_neg = evaluate_ranking(bad, qp, gp, qc, gc)
+    assert nan_neg.ap[0] == reference_evaluate(bad, qp, gp, qc, gc).ap[0] == pytest.approx((1 + 2 / 4) / 2)
     with pytest.raises(ValueError, match="none of the 1 queries has a positive"):
         evaluate_ranking(dist[1:2], qp[1:2], gp, qc[1:2], gc)
 
@@ -150,3 +153,27 @@ def test_gpu_matches_cpu():
     cpu = evaluate_ranking(*args)
     gpu = evaluate_ranking(args[0].cuda(), *args[1:])
     assert np.array_equal(cpu.cmc, gpu.cmc) and np.allclose(cpu.ap, gpu.ap, equal_nan=True, rtol=1e-12)
+
+
+@pytest.mark.parametrize("separated,dtype", [(True, torch.float32), (True, torch.float64), (False, torch.float32)])
+def test_both_placement_paths_equal_reference(monkeypatch, separated, dtype):
+    """Good rankings take the sparse-candidate path, weak ones the dense path; both must be exact."""
+    import agreid_kit.eval as ev
+
+    used = []
+    for name in ("_hist_sparse", "_hist_dense"):
+        fn = getattr(ev, name)
+        monkeypatch.setattr(ev, name, lambda *a, _fn=fn, _n=name: used.append(_n) or _fn(*a))
+    rng = np.random.default_rng(11)
+    nq, ng = 60, 600
+    qp, gp = rng.integers(0, 30, nq), rng.integers(0, 30, ng)
+    qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+    base = rng.integers(0, 5, (nq, ng)) / 10  # coarse values: many exact ties
+    if separated:  # positives within [0, 0.4], negatives mostly beyond
+        base = base + (gp[None, :] != qp[:, None]) * (0.35 + rng.integers(0, 5, (nq, ng)) / 10)
+    dist = torch.from_numpy(base.astype(np.float32)).to(dtype)
+    fast = ev.evaluate_ranking(dist, qp, gp, qc, gc, chunk_size=16)
+    ref = ev.reference_evaluate(dist, qp, gp, qc, gc)
+    assert set(used) == {"_hist_sparse" if separated else "_hist_dense"}
+    assert np.array_equal(fast.ap, ref.ap, equal_nan=True) and np.array_equal(fast.cmc, ref.cmc)
+    assert fast.mINP == ref.mINP

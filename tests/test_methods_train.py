@@ -92,17 +92,23 @@ def test_compare_methods_table(trained, synth_split, tmp_path):
     from agreid_kit.compare import COLUMNS, MethodEntry, compare_methods
 
     ablation = MethodEntry("vif without PLRM", "vif", dict(SMALL_VIT, augment="none"))
+    stage1 = MethodEntry("sdreid stage 1", "sdreid", dict(SMALL_VIT, depth=3))
+    methods = ["vit", "vdt", "vif", "visa", "svpr", ablation, stage1, "sdreid-stage2"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table, fig = compare_methods(
-            out=tmp_path, methods=["vit", "vdt", "vif", "visa", "svpr", ablation], split=synth_split,
-            budget=BUDGET, runs={m: trained[m] for m in MODEL_OPTS},
+            out=tmp_path, methods=methods, split=synth_split, budget=BUDGET, runs={m: trained[m] for m in MODEL_OPTS},
+            throughput_batch_size=16, stage2_budget=dict(epochs=1),
         )
     assert list(table.columns) == list(COLUMNS)
-    assert table["method"].tolist() == ["vit", "vdt", "vif", "visa", "svpr", "vif without PLRM"]
-    assert (table["protocol"] == "ALL").all() and (table["mode"] == "real").all()
-    assert (tmp_path / "vif_without_PLRM" / "metrics.json").is_file()  # the missing run was trained
-    for _, row in table.iterrows():
+    labels = ["vit", "vdt", "vif", "visa", "svpr", "vif without PLRM", "sdreid stage 1", "sdreid stage 2"]
+    assert table["method"].tolist() == labels and (table["protocol"] == "ALL").all()
+    assert table["mode"].tolist() == ["real"] * 7 + ["real+gen"]
+    assert (tmp_path / "vif_without_PLRM" / "metrics.json").is_file()  # the missing runs were trained
+    s1, s2 = table.iloc[6], table.iloc[7]
+    assert s2["train_seconds"] > s1["train_seconds"] and s2["inference_images_per_s"] < s1["inference_images_per_s"]
+    assert s2["feature_dim"] == 3 * s1["feature_dim"]  # real + gen:aerial + gen:ground
+    for _, row in table.iloc[:6].iterrows():
         m = json.loads((trained.get(row["method"], tmp_path / "vif_without_PLRM") / "metrics.json").read_text())
         assert row["mAP"] == pytest.approx(m["ALL"]["real"]["mAP"])
         assert row["trainable_params_M"] > 0 and row["inference_images_per_s"] > 0 and row["train_seconds"] > 0
@@ -111,8 +117,8 @@ def test_compare_methods_table(trained, synth_split, tmp_path):
     vit = table[table["method"] == "vit"].iloc[0]
     # the only frozen tensor of the ViT baseline is BNNeck's zero bias (embed_dim = 64 values)
     assert (vit["total_params_M"] - vit["trainable_params_M"]) * 1e6 == pytest.approx(64)
-    assert fig.data[0].type == "table" and len(fig.data[0].cells.values[0]) == 6
-    with pytest.raises(ValueError, match="needs a finished SD-ReID stage-2 run"):
+    assert fig.data[0].type == "table" and len(fig.data[0].cells.values[0]) == 8
+    with pytest.raises(ValueError, match="needs the stage-1 method 'sdreid' earlier"):
         compare_methods(out=tmp_path, methods=["sdreid-stage2"], split=synth_split)
     with pytest.raises(ValueError, match="not among the methods"):
         compare_methods(out=tmp_path, methods=["vit"], runs={"svpr": trained["svpr"]}, split=synth_split)
@@ -143,7 +149,7 @@ def test_svpr_attribute_branch_on_synthag_records(synth_split):
     }
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
-    for _ in range(3):
+    for _ in range(2):
         parts = model.loss(model(batch), batch)
         opt.zero_grad()
         parts["total"].backward()

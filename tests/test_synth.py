@@ -17,6 +17,7 @@ from agreid_kit.synth import (
     contact_sheet_cameras,
     contact_sheet_figure,
     contact_sheet_identity,
+    ensure_synthag,
     make_config,
     read_manifest,
     render_dataset,
@@ -167,6 +168,7 @@ def test_deterministic_across_worker_counts_and_resume(tmp_path, monkeypatch):
     # A complete run whose manifest matches is reused without rendering anything.
     rendered.clear()
     render_dataset("tiny", tmp_path / "r", seed=5, workers=1, progress=False, difficulty=False, **SMALL_RUN)
+    assert ensure_synthag("tiny", root=tmp_path / "r", seed=5, progress=False, difficulty=False, **SMALL_RUN) == tmp_path / "r"
     assert rendered == [] and _files(tmp_path / "r") == fa
 
 
@@ -238,3 +240,16 @@ def test_contact_sheets(tiny_root, tmp_path):
     assert fig.data[0].type == "image"
     with pytest.raises(ValueError, match="identity 999999"):
         contact_sheet_identity(root, 999999)
+
+
+def test_wearable_camera_view_comes_from_meta(tmp_path):
+    root = render_dataset("tiny", tmp_path / "w", seed=2, workers=1, progress=False, difficulty=False,
+                          n_ids=6, images_per_id=8, n_aerial=2, n_ground=2, n_wearable=1, wearable_images_per_id=1)
+    wear = [c for c in read_manifest(root)["cameras"] if c["view"] == 2]
+    assert [c["camid"] for c in wear] == [8]  # after the ground cameras Cam6, Cam7
+    synth = load_dataset("synthag", root, "ALL")
+    cargo = load_dataset("cargo", root, "ALL")
+    assert {r.view for r in synth.train if r.raw_camid == 8} == {2}
+    assert {r.view for r in cargo.train if r.raw_camid == 8} == {1}  # CARGO's name rule alone cannot know
+    # CARGO protocols pick views 0/1 for query/gallery: wearable images only train.
+    assert all(r.view in (0, 1) for r in synth.query + synth.gallery)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 STAGE2 = "sdreid-stage2"
 _METHODS = ("vit", "sdreid", "vdt", "vif", "visa", "svpr", STAGE2)
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="auto uses a GPU when there is one")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on an oversubscribed machine)")
     p.add_argument("--pretrained", help="local timm ImageNet ViT weights file (.safetensors/.pth); required by --preset paper")
     p.add_argument("--val-fraction", type=float, help="share of train ids held out for validation (0 disables)")
     p.add_argument("--val-every", type=int, help="validate every N epochs")
@@ -98,7 +100,7 @@ def config_from_args(args):
     return make_config(
         args.method, args.out, preset=args.preset, data=args.data, protocol=protocol, model=model,
         epochs=args.epochs, p=p, k=k, lr=args.lr, optimizer=args.optimizer, amp=args.amp, device=args.device,
-        seed=args.seed, num_workers=args.num_workers, val_fraction=args.val_fraction, val_every=args.val_every,
+        seed=args.seed, num_workers=args.num_workers, threads=args.threads, val_fraction=args.val_fraction, val_every=args.val_every,
         ckpt_every=args.ckpt_every, max_iters_per_epoch=args.max_iters_per_epoch,
         eval_protocols=args.eval_protocols, extract_after=False if args.no_extract else None,
     )
@@ -121,6 +123,17 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, num_workers=args.num_workers)
     else:
         cfg = config_from_args(args)
-    run_dir = train(cfg, resume=args.resume)
+    try:
+        run_dir = train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        from agreid_kit.engine.checkpoint import last_epoch
+
+        done = last_epoch(Path(cfg.out))
+        print(
+            f"\ninterrupted: {cfg.out} holds a checkpoint after epoch {done} of {cfg.epochs}; "
+            f"continue with `agreid train --out {cfg.out} --resume`" if done else "\ninterrupted before the first checkpoint",
+            file=sys.stderr,
+        )
+        return 130
     print(f"run written to {run_dir}")
     return 0

@@ -169,9 +169,17 @@ def load_agreid_v1(root, protocol: str, **options: Any) -> DatasetSplit:
         folder = _image_folder(require_dir(root / sub, f"agreid_v1 {key} set", V1_TREE))
         sets[key] = parser(list_images(folder))
     allrecs = sets["train"] + sets["query"] + sets["gallery"]
+    notes = _attribute_notes(allrecs, attr_file)
+    # Some v1 copies hold stray C2 (wearable) images: keep them as view 2, say so, and widen num_views.
+    strays = sum(r.view == 2 for r in allrecs)
+    if strays:
+        import warnings
+
+        warnings.warn(f"agreid_v1 at {root}: {strays} wearable (C2) image(s) found; read as view 2", stacklevel=2)
+        notes["wearable_images"] = strays
     return assemble_split(
-        "agreid_v1", protocol, root, sets["train"], sets["query"], sets["gallery"], 2, desc, options, parser,
-        _attribute_notes(allrecs, attr_file),
+        "agreid_v1", protocol, root, sets["train"], sets["query"], sets["gallery"], 3 if strays else 2, desc,
+        options, parser, notes,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from agreid_kit.data.errors import DatasetError
 from agreid_kit.data.layout import (
     NameParser,
+    apply_record_hook,
     assemble_split,
     by_view,
     check_options,
@@ -101,9 +102,7 @@ def load_cargo(root, protocol: str, **options: Any) -> DatasetSplit:
     hook = options.get("record_hook")
     if hook is not None:
         # Apply the hook before protocol filtering so it can see (and set) every record's fields.
-        from agreid_kit.data.layout import _hooked
-
-        train, query, gallery = ([_hooked(hook, r) for r in rs] for rs in (train, query, gallery))
+        train, query, gallery = ([apply_record_hook(hook, r) for r in rs] for rs in (train, query, gallery))
         options = {k: v for k, v in options.items() if k != "record_hook"}
     qv, gv, cam_mode, rules, desc = CARGO_PROTOCOLS[protocol]
     query, gallery = by_view(query, qv), by_view(gallery, gv)

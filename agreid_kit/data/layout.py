@@ -112,7 +112,7 @@ def assemble_split(
     hook = options.get("record_hook")
     name = options.get("dataset_name") or dataset
     if hook is not None:
-        train, query, gallery = ([_hooked(hook, r) for r in rs] for rs in (train, query, gallery))
+        train, query, gallery = ([apply_record_hook(hook, r) for r in rs] for rs in (train, query, gallery))
     if not train:
         raise DatasetError(f"dataset {name!r} at {root}: the training set is empty")
     for what, recs in (("query", query), ("gallery", gallery)):
@@ -142,7 +142,7 @@ def assemble_split(
     )
 
 
-def _hooked(hook: Callable[[Record], Record], r: Record) -> Record:
+def apply_record_hook(hook: Callable[[Record], Record], r: Record) -> Record:
     out = hook(r)
     if not isinstance(out, Record):
         raise DatasetError(f"record_hook returned {type(out).__name__} for {r.path}, expected a Record")

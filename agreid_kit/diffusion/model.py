@@ -26,11 +26,14 @@ def from_latent(latents: torch.Tensor) -> torch.Tensor:
 
 
 class SDReIDStage2(nn.Module):
-    def __init__(self, config: Stage2ModelConfig, load_unet_weights: bool = True) -> None:
+    def __init__(self, config: Stage2ModelConfig, load_unet_weights: bool = True, unet: nn.Module | None = None) -> None:
+        """``unet``: a prebuilt UNet2DConditionModel to use instead (benchmarks: SD-1.5-shaped, random weights)."""
         super().__init__()
         self.config = config
         self.latent = config.latent
-        if config.unet_path:
+        if unet is not None:
+            self.unet = unet
+        elif config.unet_path:
             self.unet = load_sd_unet(config.unet_path, self.latent, load_weights=load_unet_weights)
         else:
             self.unet = build_small_unet(

@@ -52,7 +52,7 @@ def sample_timesteps(n: int, num_train_timesteps: int, mode: str, generator: tor
 def lr_factor(iteration: int, epoch: int, warmup_iters: int, warmup_factor: float, decay_epochs: list[int],
               decay_gamma: float) -> float:
     """Linear warm-up from ``warmup_factor`` over ``warmup_iters`` iterations, x gamma at each decay epoch."""
-    f = decay_gamma ** sum(1 for e in decay_epochs if epoch >= e)
+    f = decay_gamma ** sum(1 for e in decay_epochs if epoch > e)  # "x0.1 after epoch 50": from epoch 51
     if warmup_iters > 0 and iteration < warmup_iters:
         f *= warmup_factor + (1 - warmup_factor) * iteration / warmup_iters
     return f

@@ -348,7 +348,7 @@ def main_from_args(args) -> int:
         device=get("device", "auto"), amp=amp, num_train_timesteps=get("timesteps"),
         timestep_sampling=get("timestep_sampling", "cubic"), tau=get("tau"), guidance=get("guidance", 2.0),
         generate_after=not get("no_generate", False), resume=not get("no_resume", False),
-        checkpoint_every=get("checkpoint_every", 0),
+        checkpoint_every=get("checkpoint_every", get("ckpt_every", 0)),
     )
     out = train_stage2(cfg)
     print(f"stage 2 trained: {out}")

@@ -64,3 +64,9 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
             f"{'...' if len(unexpected) > 5 else ''}, shape mismatches {shapes[:5]}"
         )
     model.load_state_dict(state_dict)
+
+
+def last_epoch(run_dir: str | Path) -> int:
+    """The epoch of RUN/checkpoints/last.pt (0 when there is none)."""
+    path = Path(run_dir) / "checkpoints" / "last.pt"
+    return int(load_checkpoint(path)["epoch"]) if path.is_file() else 0

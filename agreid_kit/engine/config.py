@@ -20,7 +20,7 @@ class TrainConfig:
     protocol: str = "ALL"
     preset: str = "cpu"
     model: dict[str, Any] = field(default_factory=dict)  # model config overrides (pretrained, depth, ...)
-    epochs: int = 12
+    epochs: int = 6
     p: int = 16  # identities per batch
     k: int = 4  # images per identity
     optimizer: str = "adam"
@@ -35,6 +35,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda (accelerate places multi-GPU processes)
     seed: int = 0
     num_workers: int = 2
+    threads: int | None = None  # torch CPU threads (None: torch's default); 1 avoids thrashing on a busy machine
     val_fraction: float = 0.1  # share of train ids held out as a validation query/gallery split
     min_val_ids: int = 2
     val_every: int = 1
@@ -93,7 +94,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     ),
     # A from-scratch small ViT: Adam converges in a handful of epochs where SGD would not.
     "cpu": dict(
-        epochs=12, p=16, k=4, optimizer="adam", lr=3.5e-4, weight_decay=1e-4, warmup_iters=100,
+        epochs=6, p=16, k=4, optimizer="adam", lr=5e-4, weight_decay=1e-4, warmup_iters=100,
         warmup_factor=0.01, min_lr=1e-6, grad_clip=5.0, amp="no", num_workers=2, ckpt_every=1, val_every=2,
     ),
 }

@@ -102,6 +102,14 @@ def train(
     ``split`` overrides loading ``cfg.data``/``cfg.protocol`` (tests, notebooks). ``hook(epoch, it)``
     runs before each optimisation step (progress widgets; tests use it to simulate a crash).
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, split, resume, hook)
+    finally:
+        torch.set_num_threads(threads)  # cfg.threads applies to this run only
+
+
+def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: IterationHook | None) -> Path:
     from tqdm.auto import tqdm
 
     from agreid_kit.data.sampler import PKBatchSampler
@@ -122,6 +130,8 @@ def train(
     elif ckpt_path.is_file():
         raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     split = split if split is not None else load_split(cfg.data, cfg.protocol)
     train_records, val_split, held_out = carve_validation(split.train, cfg.val_fraction, cfg.min_val_ids, cfg.seed)
@@ -265,7 +275,12 @@ def _save(run_dir: Path, cfg: TrainConfig, core, optimizer, scheduler, accelerat
         target = ckpt_dir / f"epoch_{epoch:03d}.pt"
         if target.exists():
             target.unlink()
-        os.link(ckpt_dir / "last.pt", target)  # a hard link: no second copy on disk
+        try:
+            os.link(ckpt_dir / "last.pt", target)  # a hard link: no second copy on disk
+        except OSError:
+            import shutil
+
+            shutil.copy2(ckpt_dir / "last.pt", target)
         old = sorted(ckpt_dir.glob("epoch_*.pt"))[: -cfg.keep_epoch_checkpoints]
         for path in old:
             path.unlink()

@@ -8,7 +8,10 @@ Parts (facts from the seed, built in our own words):
   ``cls <- cls - CA(cls, view)`` and ``view <- view - CA(view, cls)``.
 - **Attribute-scattered MoE** (only when the dataset has attributes). Text "A photo of a X X X X
   person with attributes: a1 is v1, ...." (training; at test the text has no attributes) -> MLP ->
-  attribute token, which cross-attends to the patches (the *attribute feature*). For each attribute
+  attribute token, which cross-attends to the patches (the *attribute feature*). A prompt longer
+  than the text context (77 tokens) is cut by the tokenizer: SynthAG's 16-attribute sentence is
+  about 89 tokens, so its last two or three attributes do not reach the text (their prompts and
+  classifiers in the MoE still train). For each attribute
   a learnable prompt + cls + attribute feature goes through a shared MoE (MLP experts, linear softmax
   gate); per-attribute classifiers read the expert output; a router keeps the top 70 % of the
   attributes and mixes them (softmax over the kept scores) into one *local* feature.
@@ -36,7 +39,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agreid_kit import VIEW_NAMES
@@ -181,7 +183,6 @@ class PromptTextEncoder(nn.Module):
         self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
         for p in self.frozen_parameters():
             p.requires_grad_(False)
-        width = self.token_embedding.weight.shape[1]
         self.n_ctx = n_ctx
         self.placeholder = self.tokenizer.encoder["x</w>"]
         self._cache: dict[str, torch.Tensor] = {}
@@ -387,8 +388,8 @@ class SVPR(ReIDModel):
         self.visual.proj = None  # ReID features are read at the visual width
         self.text = PromptTextEncoder(clip, config.n_ctx)
         d = int(self.visual.class_embedding.shape[0])
-        heads = max(1, d // int(getattr(self.visual.transformer.resblocks[0].attn, "head_dim", 64) or 64))
-        heads = int(getattr(self.visual.transformer.resblocks[0].attn, "num_heads", heads))
+        # The method's attention modules use the visual tower's head count (width / head_width).
+        heads = int(getattr(self.visual.transformer.resblocks[0].attn, "num_heads", max(1, d // 64)))
         self.embed_dim = d
         tw, to = self.text.width, self.text.out_dim
         self.view_ctx = nn.Parameter(torch.randn(config.n_ctx, tw) * 0.02)

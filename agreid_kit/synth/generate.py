@@ -249,6 +249,9 @@ def render_dataset(
     ``overrides`` change any ``SynthConfig`` field (e.g. ``n_ids=100``). Bad parameters, an output
     folder holding other data, or too little disk raise ValueError before anything is written.
     ``difficulty`` also writes the training-free baseline card (``difficulty.json``).
+
+    With ``workers > 1`` rendering runs in a ``spawn`` process pool: a script calling this at top
+    level needs the usual ``if __name__ == "__main__":`` guard (notebooks and the CLI need nothing).
     """
     from tqdm.auto import tqdm
 

@@ -1,0 +1,401 @@
+"""The main job (``agreid report`` / ``make report``): SynthAG -> ViT baseline and SD-ReID -> report.
+
+Steps, in order (each one skipped when its outputs exist and were made with the same settings):
+
+``data``      render SynthAG (``data/synthag-<preset>-s<seed>``; the renderer itself reuses a complete set);
+``vit``       the ViT baseline run (``runs/synthag-<preset>/vit``);
+``sdreid``    SD-ReID stage 1 (``runs/synthag-<preset>/sdreid``);
+``stage2``    SD-ReID stage 2 plus generated test features (``runs/synthag-<preset>/sdreid-stage2``);
+``evaluate``  every run on ALL, A<->G, A<->A, G<->G under its feature modes -> ``REPORT/metrics.json``;
+``tradeoff``  accuracy and generation cost per number of sampling steps tau -> ``REPORT/tradeoff.csv``;
+``report``    the ``report`` notebook executed with papermill -> ``REPORT/report.ipynb`` and ``report.html``.
+
+A step that ran makes every step depending on it run again (a retrained stage 1 invalidates its
+stage 2). Wall-clock seconds of every step go to ``REPORT/timings.json`` (the report shows them);
+the run's parameters and library versions go to ``REPORT/job.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from agreid_kit.utils.io import atomic_write_json
+
+STEPS = ("data", "vit", "sdreid", "stage2", "evaluate", "tradeoff", "report")
+# Which steps' outputs each step reads: a step re-runs when one of these ran in this job.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "vit": ("data",),
+    "sdreid": ("data",),
+    "stage2": ("sdreid",),
+    "evaluate": ("vit", "sdreid", "stage2"),
+    "tradeoff": ("stage2",),
+    "report": ("evaluate", "tradeoff"),
+}
+PROTOCOLS = ("ALL", "A<->G", "A<->A", "G<->G")
+STAGE1_MODES = ("real",)
+STAGE2_MODES = ("real", "gen:aerial", "gen:ground", "gen:all", "real+gen")
+RUN_LABELS = {"vit": "ViT baseline", "sdreid": "SD-ReID stage 1", "stage2": "SD-ReID stage 2"}
+
+# Budgets per SynthAG preset, sized for the 20-minute target on 2 CPU cores (small) and for CI (tiny).
+# Measured on the 2-core machine: see README / the report's timings table for the actual figures.
+JOB_PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(epochs=8, stage2_epochs=30, max_iters_per_epoch=None, taus=[1, 2, 5, 10, 20, 50],
+                  tradeoff_protocols=["ALL", "A<->G"], embed_method="umap", embed_max_points=1200,
+                  n_rank_queries=3),
+    "tiny": dict(epochs=2, stage2_epochs=3, max_iters_per_epoch=None, taus=[1, 2, 5],
+                 tradeoff_protocols=["ALL"], embed_method="tsne", embed_max_points=300, n_rank_queries=2),
+}
+
+
+@dataclass
+class MainJobConfig:
+    """Everything the main job depends on. ``None`` fields take the ``preset``'s value (``JOB_PRESETS``)."""
+
+    preset: str = "small"  # SynthAG preset: small (the demo) or tiny (CI / smoke)
+    seed: int = 0
+    data_root: str | None = None  # default data/synthag-<preset>-s<seed>
+    runs_root: str | None = None  # default runs/synthag-<preset>
+    out: str | None = None  # report folder; default reports/<YYYY-MM-DD>
+    train_preset: str = "cpu"  # engine / stage-2 preset (cpu: small ViT from scratch)
+    epochs: int | None = None  # stage-1 epochs of both the ViT baseline and SD-ReID stage 1
+    stage2_epochs: int | None = None
+    max_iters_per_epoch: int | None = None
+    taus: list[int] | None = None
+    tradeoff_protocols: list[str] | None = None
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    tau: int = 5  # sampling steps of the generated features in the tables (the paper's SynthAG/CARGO value)
+    guidance: float = 2.0
+    embed_method: str | None = None  # umap | tsne | pca for the real-vs-generated map
+    embed_max_points: int | None = None
+    n_rank_queries: int | None = None
+    device: str = "cpu"
+    num_workers: int = 2
+    render_workers: int | None = None
+    png: str = "auto"  # PNG copies of the figures: require | auto | skip
+    reuse: bool = True  # False: every step runs again (--no-reuse)
+    redo: list[str] = field(default_factory=list)  # steps to run again even when their outputs exist
+    progress: bool = True
+    notebook_timeout: int | None = 1800
+
+    def __post_init__(self) -> None:
+        if self.preset not in JOB_PRESETS:
+            raise ValueError(f"MainJobConfig.preset must be one of {sorted(JOB_PRESETS)}, got {self.preset!r}")
+        for k, v in JOB_PRESETS[self.preset].items():
+            if getattr(self, k) is None:
+                setattr(self, k, list(v) if isinstance(v, list) else v)
+        bad = [s for s in self.redo if s not in STEPS]
+        if bad:
+            raise ValueError(f"MainJobConfig.redo: unknown step(s) {bad}; steps are {list(STEPS)}")
+        if self.epochs < 1 or self.stage2_epochs < 1:
+            raise ValueError(f"epochs ({self.epochs}) and stage2_epochs ({self.stage2_epochs}) must be >= 1")
+        if not self.taus or min(self.taus) < 1:
+            raise ValueError(f"taus must be a non-empty list of integers >= 1, got {self.taus}")
+        if self.embed_method not in ("umap", "tsne", "pca"):
+            raise ValueError(f"embed_method must be umap, tsne or pca, got {self.embed_method!r}")
+        if self.png not in ("require", "auto", "skip"):
+            raise ValueError(f"png must be require, auto or skip, got {self.png!r}")
+        from agreid_kit.data import available_protocols
+
+        valid = available_protocols("synthag")
+        for p in [*self.protocols, *self.tradeoff_protocols]:
+            if p not in valid:
+                raise ValueError(f"protocol {p!r} is not a SynthAG protocol; valid: {valid}")
+
+    # ---- locations -------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data_root or f"data/synthag-{self.preset}-s{self.seed}")
+
+    @property
+    def data_spec(self) -> str:
+        return f"synthag:{self.data_dir}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.runs_root or f"runs/synthag-{self.preset}")
+
+    def run_dir(self, step: str) -> Path:
+        return self.runs_dir / {"vit": "vit", "sdreid": "sdreid", "stage2": "sdreid-stage2"}[step]
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.out or f"reports/{_dt.date.today().isoformat()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step bookkeeping
+# ---------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _same(saved: dict[str, Any] | None, wanted: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a saved config equals the wanted one (JSON round trip: tuples are lists there)."""
+    if saved is None:
+        return False
+    wanted = json.loads(json.dumps(wanted))
+    keys = (set(saved) | set(wanted)) - set(ignore)
+    return all(saved.get(k) == wanted.get(k) for k in keys)
+
+
+def _last_epoch(run_dir: Path) -> int:
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        return 0
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return max((int(r.get("epoch", 0)) for r in lines), default=0)
+
+
+def _remove_run(run_dir: Path, why: str) -> None:
+    if run_dir.exists():
+        print(f"[report] {run_dir}: {why}; training it again")
+        shutil.rmtree(run_dir)
+
+
+class _Timer:
+    """Runs the steps, records {step: {status, seconds}} into REPORT/timings.json after each one."""
+
+    def __init__(self, cfg: MainJobConfig):
+        self.cfg = cfg
+        self.path = cfg.report_dir / "timings.json"
+        self.ran: set[str] = set()
+        self.t0 = time.perf_counter()
+        self.record: dict[str, Any] = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "steps": {}}
+
+    def forced(self, step: str) -> bool:
+        """A step must run: no reuse, asked to redo, or something it depends on ran in this job."""
+        return (not self.cfg.reuse) or step in self.cfg.redo or any(d in self.ran for d in DEPENDS_ON[step])
+
+    def step(self, name: str, fn: Callable[[bool], bool]) -> None:
+        """``fn(forced) -> ran`` does the step (or decides its outputs are reusable)."""
+        t = time.perf_counter()
+        ran = fn(self.forced(name))
+        seconds = time.perf_counter() - t
+        if ran:
+            self.ran.add(name)
+        self.record["steps"][name] = {"status": "ran" if ran else "reused", "seconds": round(seconds, 2)}
+        self.record["total_seconds"] = round(time.perf_counter() - self.t0, 2)
+        atomic_write_json(self.path, self.record)
+        print(f"[report] step {name}: {'ran' if ran else 'reused'} ({seconds:.1f} s)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+def _step_data(cfg: MainJobConfig, forced: bool) -> bool:
+    from agreid_kit.synth import render_dataset
+
+    root = cfg.data_dir
+    complete = (root / "manifest.json").is_file()
+    if complete and forced and (not cfg.reuse or "data" in cfg.redo):
+        print(f"[report] {root}: rendering again (--no-reuse / --redo data)")
+        shutil.rmtree(root)
+        complete = False
+    # The renderer checks that a complete folder matches preset and seed (and resumes a partial one).
+    render_dataset(cfg.preset, root, seed=cfg.seed, workers=cfg.render_workers, progress=cfg.progress)
+    return not complete
+
+
+def stage1_config(cfg: MainJobConfig, method: str):
+    """The TrainConfig of the ``vit`` / ``sdreid`` run of the job."""
+    from agreid_kit.engine.config import make_config
+
+    return make_config(
+        method, str(cfg.run_dir(method)), preset=cfg.train_preset, data=cfg.data_spec, protocol="ALL",
+        epochs=cfg.epochs, max_iters_per_epoch=cfg.max_iters_per_epoch, seed=cfg.seed, device=cfg.device,
+        num_workers=cfg.num_workers, eval_protocols=list(cfg.protocols),
+    )
+
+
+def _step_stage1(cfg: MainJobConfig, method: str, forced: bool) -> bool:
+    from agreid_kit.engine.train import train
+
+    tcfg = stage1_config(cfg, method)
+    run_dir = cfg.run_dir(method)
+    saved = _read_json(run_dir / "config.json")
+    same = _same(saved, tcfg.to_dict(), ignore=("num_workers",))
+    finished = same and _last_epoch(run_dir) >= tcfg.epochs and (run_dir / "features" / "test.json").is_file()
+    if finished and not forced:
+        return False
+    resume = same and not forced and (run_dir / "checkpoints" / "last.pt").is_file()
+    if not resume:
+        _remove_run(run_dir, "forced" if forced else "settings changed or incomplete")
+    train(tcfg, resume=resume)
+    return True
+
+
+def stage2_config(cfg: MainJobConfig):
+    from agreid_kit.diffusion.config import Stage2Config
+
+    return Stage2Config(
+        stage1=str(cfg.run_dir("sdreid")), out=str(cfg.run_dir("stage2")), preset=cfg.train_preset,
+        epochs=cfg.stage2_epochs, seed=cfg.seed, device=cfg.device, tau=cfg.tau, guidance=cfg.guidance,
+    )
+
+
+def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
+    from agreid_kit.diffusion.train import train_stage2
+    from agreid_kit.features import FeatureSet
+
+    s2 = stage2_config(cfg)
+    run_dir = cfg.run_dir("stage2")
+    saved = _read_json(run_dir / "config.json")
+    same = saved is not None and _same(saved.get("stage2"), s2.to_dict(), ignore=("resume",))
+    finished = False
+    if same and _last_epoch(run_dir) >= s2.epochs and (run_dir / "features" / "test.json").is_file():
+        finished = bool(FeatureSet.load(run_dir / "features" / "test").generated_views())
+    if finished and not forced:
+        return False
+    if forced or not same:
+        _remove_run(run_dir, "forced" if forced else "settings changed")
+    train_stage2(s2, progress=cfg.progress)  # resumes an interrupted run of the same settings
+    return True
+
+
+def _run_modes(step: str) -> tuple[str, ...]:
+    return STAGE2_MODES if step == "stage2" else STAGE1_MODES
+
+
+def _step_evaluate(cfg: MainJobConfig, forced: bool) -> bool:
+    from agreid_kit.engine.evaluate import evaluate_run
+
+    path = cfg.report_dir / "metrics.json"
+    wanted = {"protocols": list(cfg.protocols),
+              "runs": {s: {"dir": str(cfg.run_dir(s)), "modes": list(_run_modes(s))} for s in RUN_LABELS}}
+    saved = _read_json(path)
+    if not forced and saved is not None and saved.get("settings") == wanted:
+        return False
+    results = {}
+    for step in RUN_LABELS:
+        results[step] = evaluate_run(cfg.run_dir(step), list(cfg.protocols), list(_run_modes(step)))
+    atomic_write_json(path, {"settings": wanted, "labels": RUN_LABELS, "results": results})
+    return True
+
+
+def _step_tradeoff(cfg: MainJobConfig, forced: bool) -> bool:
+    import pandas as pd
+
+    from agreid_kit.diffusion.analyses import timestep_tradeoff
+    from agreid_kit.utils.io import atomic_write_text
+
+    csv = cfg.report_dir / "tradeoff.csv"
+    settings_path = cfg.report_dir / "tradeoff.json"
+    wanted = {"run": str(cfg.run_dir("stage2")), "taus": list(cfg.taus), "protocols": list(cfg.tradeoff_protocols),
+              "modes": ["real+gen", "gen:all"], "guidance": cfg.guidance, "seed": cfg.seed}
+    if not forced and csv.is_file() and _read_json(settings_path) == wanted:
+        return False
+    df, _ = timestep_tradeoff(cfg.run_dir("stage2"), taus=cfg.taus, protocols=cfg.tradeoff_protocols,
+                              modes=wanted["modes"], guidance=cfg.guidance, seed=cfg.seed, device=cfg.device,
+                              progress=cfg.progress)
+    assert isinstance(df, pd.DataFrame)
+    atomic_write_text(csv, df.to_csv(index=False))
+    atomic_write_json(settings_path, wanted)
+    return True
+
+
+def report_parameters(cfg: MainJobConfig) -> dict[str, Any]:
+    """The ``report`` notebook's parameters for this job (absolute paths: papermill runs elsewhere)."""
+    return {
+        "data": f"synthag:{cfg.data_dir.resolve()}",
+        "report_dir": str(cfg.report_dir.resolve()),
+        "vit_run": str(cfg.run_dir("vit").resolve()),
+        "sdreid_run": str(cfg.run_dir("sdreid").resolve()),
+        "stage2_run": str(cfg.run_dir("stage2").resolve()),
+        "protocols": list(cfg.protocols),
+        "taus": list(cfg.taus),
+        "tradeoff_protocols": list(cfg.tradeoff_protocols),
+        "embed_method": cfg.embed_method,
+        "embed_max_points": int(cfg.embed_max_points),
+        "n_rank_queries": int(cfg.n_rank_queries),
+        "seed": int(cfg.seed),
+        "device": cfg.device,
+        "png": cfg.png,
+    }
+
+
+# nbconvert's template loads require.js and MathJax from a CDN, and plotly's first figure asks for MathJax
+# too. The report embeds plotly.js itself and uses no LaTeX, so those tags only break offline viewing
+# (require.js would even turn plotly.js into an AMD module that the figures cannot see).
+_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.IGNORECASE)
+
+
+def strip_remote_scripts(html: str) -> str:
+    """``html`` without ``<script src="http(s)://...">`` tags: a self-contained page that works offline."""
+    return _REMOTE_SCRIPT.sub("", html)
+
+
+def export_report_html(ipynb: Path, html: Path) -> Path:
+    """The executed report as one offline HTML file (code hidden, plotly.js embedded once)."""
+    from agreid_kit.notebook import notebook_to_html
+    from agreid_kit.utils.io import atomic_write_text
+
+    notebook_to_html(ipynb, html)
+    atomic_write_text(html, strip_remote_scripts(html.read_text()))
+    return html
+
+
+def _step_report(cfg: MainJobConfig, forced: bool) -> bool:
+    from agreid_kit.notebook import execute_notebook
+
+    out = cfg.report_dir
+    html = out / "report.html"
+    params = report_parameters(cfg)
+    if not forced and html.is_file() and _read_json(out / "report_parameters.json") == params:
+        return False
+    # cwd: the job's own folder, where the runs' relative data specs (synthag:data/...) resolve.
+    ipynb = execute_notebook("report", params, out / "report.ipynb", cwd=Path.cwd(), timeout=cfg.notebook_timeout,
+                             progress=cfg.progress)
+    export_report_html(ipynb, html)
+    atomic_write_json(out / "report_parameters.json", params)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries the results depend on."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("agreid-kit", "torch", "timm", "diffusers", "numpy", "scikit-learn", "umap-learn", "plotly", "papermill"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    import os
+
+    out["cpu_count"] = str(os.cpu_count())
+    return out
+
+
+def run_main_job(cfg: MainJobConfig) -> Path:
+    """Run (or reuse) every step and return the path of ``report.html``."""
+    out = cfg.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "job.json", {"config": cfg.to_dict(), "versions": versions(),
+                                         "data": cfg.data_spec, "runs": {s: str(cfg.run_dir(s)) for s in RUN_LABELS}})
+    timer = _Timer(cfg)
+    timer.step("data", lambda f: _step_data(cfg, f))
+    timer.step("vit", lambda f: _step_stage1(cfg, "vit", f))
+    timer.step("sdreid", lambda f: _step_stage1(cfg, "sdreid", f))
+    timer.step("stage2", lambda f: _step_stage2(cfg, f))
+    timer.step("evaluate", lambda f: _step_evaluate(cfg, f))
+    timer.step("tradeoff", lambda f: _step_tradeoff(cfg, f))
+    timer.step("report", lambda f: _step_report(cfg, f))
+    timer.record["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+    atomic_write_json(timer.path, timer.record)
+    return out / "report.html"

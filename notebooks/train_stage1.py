@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Train a stage-1 model (SD-ReID stage 1, the ViT baseline or another method)
+# One engine run: `config.json`, `log.jsonl`, checkpoints, features and `metrics.json` in `run_dir`.
+# A finished run with the same settings is reused; an interrupted one is resumed.
+
+# %%
+from agreid_kit.notebook import ParameterGuard
+
+guard = ParameterGuard(globals())
+
+# %% tags=["parameters"]
+dataset = "synthag"
+root = "data/synthag-tiny-s0"
+protocol = "ALL"  # protocol whose train split is used
+eval_protocols = ["ALL", "A<->G"]  # evaluated at the end
+method = "sdreid"  # vit | sdreid | vdt | vif | visa | svpr
+preset = "cpu"  # cpu: small ViT from scratch | paper: ViT-B/16 (needs pretrained)
+pretrained = ""  # local timm ViT weights file (paper preset)
+epochs = 2
+max_iters_per_epoch = 0  # 0: full epochs
+batch_p = 16  # identities per batch
+batch_k = 4  # images per identity
+device = "cpu"  # cpu | cuda | auto
+seed = 0
+num_workers = 2
+run_dir = "runs/notebooks/sdreid"
+png = "auto"
+guard.freeze(globals())
+
+# %%
+params = guard.validate(globals())
+
+import json
+from pathlib import Path
+
+from IPython.display import display
+
+from agreid_kit import analysis, viz
+from agreid_kit.data import available_protocols
+from agreid_kit.engine.config import TrainConfig, make_config
+from agreid_kit.engine.train import train
+from agreid_kit.utils.io import atomic_write_json
+
+valid = available_protocols(dataset)
+for p in [protocol, *eval_protocols]:
+    if p not in valid:
+        raise ValueError(f"protocol {p!r} is not a protocol of {dataset!r}; valid: {valid}")
+cfg = make_config(
+    method, run_dir, preset=preset, data=f"{dataset}:{root}", protocol=protocol,
+    model={"pretrained": pretrained} if pretrained else {}, epochs=epochs,
+    max_iters_per_epoch=max_iters_per_epoch or None, p=batch_p, k=batch_k, device=device, seed=seed,
+    num_workers=num_workers, eval_protocols=list(eval_protocols),
+)
+RUN = Path(run_dir)
+
+# %%
+saved_path = RUN / "config.json"
+log_path = RUN / "log.jsonl"
+same = saved_path.is_file() and {k: v for k, v in json.loads(saved_path.read_text()).items() if k != "num_workers"} == {
+    k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k != "num_workers"}
+if saved_path.is_file() and not same:
+    raise ValueError(f"{RUN} holds a run with other settings ({saved_path}); choose another run_dir")
+done = same and log_path.is_file() and analysis.read_training_log(RUN)["epoch"].max() >= epochs and (RUN / "metrics.json").is_file()
+if done:
+    print(f"reusing the finished run {RUN}")
+else:
+    train(cfg, resume=same and (RUN / "checkpoints" / "last.pt").is_file())
+
+# %% [markdown]
+# ## Training curves and test metrics
+
+# %%
+log = analysis.read_training_log(RUN)
+fig = viz.training_curves_figure(log, title=f"{method} [{preset}] on {dataset}")
+figures = viz.save_figure(fig, RUN / "figures" / "training_curves", png=png)
+fig.show()
+metrics = json.loads((RUN / "metrics.json").read_text())
+table = analysis.metrics_table(metrics)
+display(table)
+fig = viz.metrics_table_figure(table, title=f"{method}: test metrics")
+figures += viz.save_figure(fig, RUN / "figures" / "metrics", png=png)
+fig.show()
+atomic_write_json(RUN / "notebook_summary.json", {
+    "parameters": params, "config": TrainConfig.load(saved_path).to_dict(), "metrics": metrics,
+    "epochs_logged": int(log["epoch"].max()), "final_loss": float(log["loss_total"].iloc[-1]),
+    "figures": [str(p) for p in figures],
+})

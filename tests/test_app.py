@@ -1,0 +1,385 @@
+"""The ranking app: backend handlers on a real tiny SD-ReID run, the served app over HTTP, and a real browser.
+
+One module-scoped fixture builds the run the way the main job does, only tiny: SynthAG ``tiny`` ->
+stage-1 ``sdreid`` (cpu preset, 1 epoch of 2 iterations) -> stage 2 (1 epoch) with generated views
+at tau = 2 -> the timestep trade-off table for tau in {1, 2}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from agreid_kit.apps.ranking_app import (
+    MATCH_COLOUR,
+    NONMATCH_COLOUR,
+    AppError,
+    RankingBackend,
+    build_app,
+    default_run_dir,
+    launch_app,
+    load_upload,
+)
+
+PROTOCOL = "A->G"
+TAU = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from agreid_kit.diffusion.analyses import timestep_tradeoff
+    from agreid_kit.diffusion.config import Stage2Config
+    from agreid_kit.diffusion.train import train_stage2
+    from agreid_kit.engine.config import make_config
+    from agreid_kit.engine.train import train
+    from agreid_kit.synth.generate import ensure_synthag
+    from agreid_kit.utils.io import atomic_write_text
+
+    root = tmp_path_factory.mktemp("app_run")
+    data = ensure_synthag("tiny", root=root / "synthag-tiny")
+    stage1, stage2 = root / "sdreid", root / "sdreid-stage2"
+    train(make_config("sdreid", str(stage1), preset="cpu", data=f"synthag:{data}", protocol=PROTOCOL, epochs=1,
+                      max_iters_per_epoch=2, num_workers=0))
+    train_stage2(Stage2Config(stage1=str(stage1), out=str(stage2), epochs=1, tau=TAU), progress=False)
+    df, _ = timestep_tradeoff(stage2, taus=(1, TAU), protocols=(PROTOCOL,), progress=False)
+    atomic_write_text(stage2 / "analysis" / "tradeoff.csv", df.to_csv(index=False))
+    return SimpleNamespace(root=root, data=Path(data), stage1=stage1, stage2=stage2)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_run):
+    return RankingBackend(tiny_run.stage2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend handlers
+# ---------------------------------------------------------------------------------------------
+def test_startup_loads_the_run_once(backend, tiny_run):
+    assert backend.method == "sdreid-stage2"
+    assert backend.stage1_dir == tiny_run.stage1
+    assert backend.protocols == [PROTOCOL]  # the run extracted only its own protocol's test images
+    assert backend.modes == ["real", "gen:aerial", "gen:ground", "gen:all", "real+gen"]
+    assert (backend.stored_tau, backend.stored_guidance) == (TAU, 2.0)
+    assert "sdreid-stage2" in backend.run_summary() and PROTOCOL in backend.run_summary()
+    assert backend.tradeoff is not None and sorted(backend.tradeoff["tau"].unique()) == [1, TAU]
+
+
+@pytest.mark.parametrize("mode", ["real", "gen:ground", "real+gen"])
+def test_rank_query_equals_the_kits_rank_list(backend, mode):
+    from agreid_kit.analysis import rank_list
+
+    split = backend.split()
+    for qi in range(0, len(split.query), 3):
+        ours = backend.rank_query(qi, mode, k=8)
+        ref = rank_list(backend.fs, split, qi, k=8, mode=mode)
+        assert [it.gallery_index for it in ours.items] == [it.gallery_index for it in ref.items]
+        assert [it.is_match for it in ours.items] == [it.is_match for it in ref.items]
+        assert [it.rank for it in ours.items] == [it.rank for it in ref.items]
+        np.testing.assert_allclose([it.distance for it in ours.items], [it.distance for it in ref.items], atol=1e-5)
+        assert ours.ap == pytest.approx(ref.ap) and ours.inp == pytest.approx(ref.inp)
+        assert ours.first_match_rank == ref.first_match_rank and ours.n_positives == ref.n_positives
+        assert not ours.generated_live and ours.search_backend == "exact"
+
+
+def test_query_ap_matches_the_run_metrics(backend):
+    # The mean of the per-query APs is the mAP that evaluation wrote to the stage-1 run's metrics.json.
+    metrics = json.loads((backend.stage1_dir / "metrics.json").read_text())[PROTOCOL]["real"]
+    aps = [backend.rank_query(qi, "real", k=1).ap for qi in range(len(backend.split().query))]
+    # Not bit-equal: a one-query float32 distance row can break near-ties differently from the full matrix.
+    assert np.mean([a for a in aps if a is not None]) == pytest.approx(metrics["mAP"], abs=2e-3)
+    assert sum(a is not None for a in aps) == metrics["n_valid"]
+
+
+def test_faiss_backend_gives_the_same_ranking(tiny_run, backend):
+    fa = RankingBackend(tiny_run.stage2, search_backend="faiss")
+    for qi in (0, 5, 11):
+        a, b = backend.rank_query(qi, "real+gen", k=10), fa.rank_query(qi, "real+gen", k=10)
+        assert b.search_backend == "faiss"
+        assert [i.gallery_index for i in a.items] == [i.gallery_index for i in b.items]
+        assert a.ap == b.ap
+
+
+def test_live_generation_at_another_tau(backend):
+    stored = backend.rank_query(4, "gen:all", k=5)
+    live = backend.rank_query(4, "gen:all", k=5, tau=1, guidance=2.0)
+    assert live.generated_live and live.tau == 1 and "generate" in live.latency_ms
+    assert not stored.generated_live and "generate" not in stored.latency_ms
+    q_stored, q_live = stored.query_parts["gen:0"], live.query_parts["gen:0"]
+    assert q_stored.shape == q_live.shape == (1, backend.fs.dim)
+    assert not torch.allclose(q_stored, q_live)  # one step instead of two: another generated feature
+    assert "generated live" in live.summary_markdown()
+    assert backend.rank_query(4, "real", k=5, tau=1).tau is None  # real mode ignores tau
+
+
+def test_rank_upload_of_a_gallery_image_finds_itself(backend):
+    split = backend.split()
+    g = split.gallery[7]
+    res = backend.rank_upload(g.path, "real", k=5)
+    assert res.items[0].gallery_index == 7 and res.items[0].distance < 1e-5
+    assert res.ap is None and res.items[0].is_match is None and res.items[0].status == "unknown"
+    assert "extract" in res.latency_ms and "no identity label" in res.summary_markdown()
+    gen = backend.rank_upload(g.path, "real+gen", k=5, tau=TAU, guidance=2.0, view="aerial")
+    assert gen.generated_live and set(gen.query_parts) >= {"features", "gen:0", "gen:1"}
+    assert len(gen.items) == 5
+
+
+def test_bad_uploads_are_friendly(backend, tmp_path):
+    from PIL import Image
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(AppError, match="not an image"):
+        backend.rank_upload(text)
+    good = Path(backend.split().gallery[0].path).read_bytes()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good[: len(good) // 3])
+    with pytest.raises(AppError, match="corrupt or truncated"):
+        backend.rank_upload(broken)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 5000)).save(huge)  # 45 MP, a few kB on disk
+    with pytest.raises(AppError, match="limit is 40 MP"):
+        load_upload(huge)
+    with pytest.raises(AppError, match="No image uploaded"):
+        backend.rank_upload(None)
+    with pytest.raises(AppError, match="upload view"):
+        backend.rank_upload(backend.split().gallery[0].path, view="satellite")
+
+
+def test_query_filters_and_empty_filter(backend):
+    split = backend.split()
+    aerial = backend.query_choices(view="aerial")
+    assert len(aerial) == sum(r.view == 0 for r in split.query) > 0
+    cam = backend.cameras(view="aerial")[0]
+    by_cam = backend.query_choices(view="aerial", camera=str(cam))
+    assert all(split.query[i].camid == cam for _, i in by_cam) and "cam" in by_cam[0][0]
+    with pytest.raises(AppError, match="No query of protocol"):
+        backend.query_choices(view="ground")  # A->G queries are all aerial
+    with pytest.raises(AppError, match="out of range"):
+        backend.rank_query(10_000)
+    with pytest.raises(AppError, match="not available"):
+        backend.rank_query(0, "gen:wearable")
+
+
+def test_gallery_items_detail_and_marking(backend):
+    res = backend.rank_query(0, "real", k=len(backend.split().gallery))  # the whole gallery: matches included
+    items = backend.gallery_items(res)
+    assert len(items) == len(res.items)
+    statuses = {it.status for it in res.items}
+    assert "match" in statuses and "non-match" in statuses
+    for (img, caption), it in zip(items, res.items):
+        colour = MATCH_COLOUR if it.status == "match" else NONMATCH_COLOUR
+        if it.status in ("match", "non-match"):
+            assert img.getpixel((1, 1)) == colour
+        assert f"pid {it.record.pid}" in caption and f"cam {it.record.camid}" in caption and "d=" in caption
+        assert ("✓ match" in caption) == (it.status == "match")
+    assert items[0][1].startswith("#1 ")
+    img, table = backend.item_detail(res, 2)
+    assert img.size[0] > 0 and f"| pid | {res.items[2].record.pid} |" in table and "| view |" in table
+    with pytest.raises(AppError, match="Run a ranking first"):
+        backend.item_detail(None, 0)
+    with pytest.raises(AppError, match="does not exist"):
+        backend.item_detail(res, 10_000)
+
+
+def test_embedding_and_tradeoff_figures(backend):
+    res = backend.rank_query(1, "real+gen", k=5)
+    fig = backend.embedding_figure(res, method="pca", color_by="kind")
+    names = [t.name for t in fig.data]
+    assert names[-1] == "query"
+    assert list(fig.data[-1].text) == ["real", "gen:aerial", "gen:ground"]
+    assert sum(len(t.x) for t in fig.data[:-1]) == 3 * len(backend.split().gallery)  # real + 2 generated views
+    up = backend.rank_upload(backend.split().gallery[3].path, "real+gen", k=3, tau=1)
+    tfig = backend.tradeoff_figure(up)
+    assert tfig.data[-1].name == "this query (batch 1)" and list(tfig.data[-1].x) == [1]
+    assert any(s.x0 == 1 for s in tfig.layout.shapes)  # the current tau marked
+    md = backend.live_latency_markdown(up)
+    assert "generate" in md and "ms per image" in md
+
+
+def test_run_problems_are_friendly(tiny_run, tmp_path, monkeypatch):
+    with pytest.raises(AppError, match="make report"):
+        RankingBackend(tmp_path / "nowhere")
+    with pytest.raises(AppError, match="another dataset"):
+        RankingBackend(tiny_run.stage2, data="cargo:/data/CARGO")
+    # Same dataset name, other images: the FeatureSet does not cover them.
+    other = tmp_path / "other-synthag"
+    shutil.copytree(tiny_run.data, other)
+    for f in list((other / "query").rglob("*.jpg"))[:3]:
+        f.rename(f.with_name("x" + f.name))
+    with pytest.raises(AppError, match="does not match the data"):
+        RankingBackend(tiny_run.stage2, data=f"synthag:{other}")
+    monkeypatch.setenv("AGREID_RUN", str(tmp_path / "elsewhere"))
+    assert default_run_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("AGREID_RUN")
+    assert default_run_dir() == Path("runs/synthag-small/sdreid-stage2")
+
+
+# ---------------------------------------------------------------------------------------------
+# Served over HTTP
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served(backend):
+    demo = build_app(backend=backend)
+    _, url, _ = launch_app(demo, port=None, prevent_thread_lock=True, quiet=True)
+    yield SimpleNamespace(demo=demo, url=url)
+    demo.close()
+
+
+def test_launch_is_local_only(served):
+    assert served.url.startswith("http://127.0.0.1:")
+    assert served.demo.share is False and served.demo.analytics_enabled is False
+    allowed = {str(Path(p).resolve()) for p in served.demo.allowed_paths}
+    b = served.demo.backend
+    assert allowed == {str(b.run_dir.resolve()), str(Path(b.split().root).resolve())}
+
+
+def test_http_query_upload_mode_switch(served, backend):
+    from gradio_client import Client, handle_file
+
+    c = Client(served.url, verbose=False)
+    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, api_name="/rank_query")
+    direct = backend.rank_query(3, "real", k=6)
+    assert status == "" and len(gallery) == 6 and metrics["mode"] == "real"
+    assert metrics["AP"] == pytest.approx(direct.ap) and metrics["INP"] == pytest.approx(direct.inp)
+    assert [g["caption"] for g in gallery] == [it.caption() for it in direct.items]
+    assert all(Path(g["image"]).is_file() for g in gallery)
+    assert "AP" in summary
+    # Mode switch re-ranks the same query (session state) with the new descriptor.
+    _, _, _, gallery2, metrics2, _, _ = c.predict(3, None, "ground", PROTOCOL, "gen:all", 6, TAU, 2.0, api_name="/rerank")
+    assert metrics2["mode"] == "gen:all" and metrics2["query"] == metrics["query"]
+    assert metrics2["gallery"] == backend.rank_query(3, "gen:all", k=6).metrics()["gallery"]
+    img, table = c.predict(1, api_name="/detail")
+    assert Path(img).is_file() and f"| pid | {metrics2['gallery'][1]['pid']} |" in table
+    # Upload: a gallery image finds itself first.
+    g = backend.split().gallery[12]
+    status, _, _, gallery3, metrics3, _, _ = c.predict(handle_file(g.path), "ground", PROTOCOL, "real", 4, TAU, 2.0,
+                                                       api_name="/rank_upload")
+    assert status == "" and metrics3["source"] == "upload" and metrics3["gallery"][0]["gallery_index"] == 12
+    assert len(gallery3) == 4 and metrics3["AP"] is None
+
+
+def test_http_bad_input_keeps_serving(served, backend, tmp_path):
+    from gradio_client import Client, handle_file
+
+    c = Client(served.url, verbose=False)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\x00\x01 definitely not a jpeg")
+    status, _, _, gallery, metrics, _, _ = c.predict(handle_file(str(junk)), "ground", PROTOCOL, "real", 4, TAU, 2.0,
+                                                     api_name="/rank_upload")
+    assert status.startswith("⚠️") and "junk.jpg" in status and gallery == [] and "error" in metrics
+    query_dd, _, status = c.predict(PROTOCOL, "ground", "all", api_name="/filter_queries")
+    assert status.startswith("⚠️") and "widen the filter" in status
+    _, _, _, gallery, metrics, _, _ = c.predict(0, PROTOCOL, "real", 3, TAU, 2.0, api_name="/rank_query")
+    assert len(gallery) == 3 and metrics["AP"] is not None  # still serving
+    fig, msg = c.predict("pca", "kind", api_name="/embedding")
+    assert msg == "" and fig["type"] == "plotly" and '"query"' in fig["plot"]
+
+
+def test_missing_run_page_says_how_to_make_it(tmp_path):
+    import httpx
+
+    demo = build_app(tmp_path / "no-run")
+    assert demo.backend is None
+    _, url, _ = launch_app(demo, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        config = httpx.get(url + "config", timeout=30).text
+        assert "make report" in config and "No run found" in config
+    finally:
+        demo.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real browser
+# ---------------------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class _CDP:
+    """A minimal Chrome DevTools Protocol session (websocket-client, synchronous)."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self.next_id = 0
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"CDP {method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str):
+        out = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return out.get("result", {}).get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.25)
+        raise TimeoutError(f"page never satisfied: {expression}")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
+def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
+    import httpx
+
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
+         "--window-size=1500,1900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        end = time.time() + 30
+        while not port_file.is_file() or not port_file.read_text().strip():
+            assert time.time() < end, "chromium did not open its DevTools port"
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        target = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json() if t["type"] == "page")
+        cdp = _CDP(target["webSocketDebuggerUrl"])
+        cdp.call("Page.enable")
+        cdp.call("Page.navigate", url=served.url)
+        cdp.wait_for("!!document.querySelector('#rank-button')")
+        cdp.js("document.querySelector('#rank-button').click()")
+        n = cdp.wait_for("(() => { const imgs = document.querySelectorAll('#results img');"
+                         " return imgs.length >= 10 && [...imgs].every(i => i.complete && i.naturalWidth > 0)"
+                         " ? imgs.length : 0 })()")
+        assert n == 10
+        text = cdp.wait_for("(() => { const s = document.querySelector('#summary'); "
+                            "return s && s.innerText.includes('AP') ? s.innerText : '' })()")
+        assert "INP" in text and "q0" in text
+        gallery_text = cdp.js("document.querySelector('#results').innerText")
+        assert "#1" in gallery_text and "pid" in gallery_text and "d=" in gallery_text
+        assert ("match" in gallery_text) and ("cam" in gallery_text)
+        time.sleep(0.5)
+        shot = cdp.call("Page.captureScreenshot", format="png")
+        png = base64.b64decode(shot["data"])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+        out_dir = Path(os.environ.get("AGREID_APP_SCREENSHOTS", tmp_path))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "app_ranking.png").write_bytes(png)
+        cdp.ws.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

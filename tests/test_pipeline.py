@@ -1,0 +1,129 @@
+"""The main job (agreid_kit.pipeline / `agreid report`) on SynthAG-tiny: outputs, reuse, validation."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from _mainjob import tiny_job
+from agreid_kit import pipeline
+from agreid_kit.pipeline import STEPS, MainJobConfig, run_main_job, strip_remote_scripts
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    return tiny_job(tmp_path_factory)
+
+
+def test_main_job_writes_the_report_and_its_evidence(job):
+    cfg, html = job
+    out = cfg.report_dir
+    assert html == out / "report.html" and html.is_file() and (out / "report.ipynb").is_file()
+    text = html.read_text()
+    # Self-contained: plotly.js embedded once, no script fetched from the network.
+    assert not re.findall(r"<script[^>]*\bsrc=[\"']https?://", text)
+    assert text.count("plotly.js v") == 1 and "Plotly.newPlot" in text
+    for heading in ("Results per protocol", "Real vs generated", "Timestep trade-off", "Best and worst queries",
+                    "View-condition similarity", "Training curves", "Accuracy vs altitude and pitch",
+                    "Parameters, versions and timings"):
+        assert heading in text, heading
+
+    timings = json.loads((out / "timings.json").read_text())
+    assert list(timings["steps"]) == list(STEPS)
+    assert all(s["status"] == "ran" and s["seconds"] >= 0 for s in timings["steps"].values())
+
+    summary = json.loads((out / "report_summary.json").read_text())
+    table = summary["main_table"]
+    assert {(r["protocol"], r["method"]) for r in table} == {
+        (p, m) for p in cfg.protocols for m in ("ViT baseline", "SD-ReID stage 1", "SD-ReID stage 2")}
+    for r in table:
+        for k in ("Rank-1", "mAP", "mINP"):
+            assert 0.0 <= r[k] <= 100.0, r
+        assert r["mINP"] <= r["mAP"] + 1e-6 and r["queries"] > 0
+    modes = {r["features"] for r in summary["real_vs_generated"]}
+    assert modes == set(pipeline.STAGE2_MODES)
+    assert sorted({r["tau"] for r in summary["tradeoff"]}) == cfg.taus
+    assert all(r["sec_per_1000"] > 0 for r in summary["tradeoff"])
+    assert summary["embedding"]["points"] == 3 * cfg.embed_max_points  # real + two generated views
+    assert len(summary["best_queries"]) == len(summary["worst_queries"]) == cfg.n_rank_queries
+    assert summary["best_queries"][0]["ap"] >= summary["worst_queries"][0]["ap"]
+    assert {(r["view"], r["centre"]) for r in summary["view_similarity"]} == {
+        (v, c) for v in ("aerial", "ground") for c in ("aerial", "ground")}
+    assert {r["by"] for r in summary["accuracy_by_geometry"]} == {"altitude", "pitch"}
+    assert summary["versions"]["torch"] and summary["parameters"]["embed_method"] == "pca"
+    for f in summary["figures"]:
+        assert Path(f).is_file() and Path(f).suffix == ".html"
+
+    metrics = json.loads((out / "metrics.json").read_text())["results"]
+    assert set(metrics) == {"vit", "sdreid", "stage2"}
+    assert set(metrics["stage2"]["A<->G"]) == set(pipeline.STAGE2_MODES)
+    job_json = json.loads((out / "job.json").read_text())
+    assert job_json["config"]["epochs"] == 1 and job_json["config"]["stage2_epochs"] == 2
+
+
+def test_rerun_reuses_every_step(job):
+    cfg, html = job
+    before = html.stat().st_mtime_ns
+    t0 = time.perf_counter()
+    run_main_job(cfg)
+    elapsed = time.perf_counter() - t0
+    steps = json.loads((cfg.report_dir / "timings.json").read_text())["steps"]
+    assert {s["status"] for s in steps.values()} == {"reused"}, steps
+    assert html.stat().st_mtime_ns == before
+    assert elapsed < 30
+
+
+def test_forced_steps_follow_dependencies(job):
+    cfg, _ = job
+    timer = pipeline._Timer(MainJobConfig(**{**cfg.to_dict(), "redo": ["stage2"]}))
+    assert timer.forced("stage2") and not timer.forced("sdreid")
+    timer.ran.add("stage2")
+    assert timer.forced("evaluate") and timer.forced("tradeoff") and not timer.forced("vit")
+    no_reuse = pipeline._Timer(MainJobConfig(**{**cfg.to_dict(), "reuse": False}))
+    assert all(no_reuse.forced(s) for s in STEPS)
+    # A changed setting makes a step's outputs stale even without --redo.
+    changed = MainJobConfig(**{**cfg.to_dict(), "protocols": ["ALL", "A<->G"]})
+    assert pipeline._step_evaluate(changed, forced=False) is True
+    assert pipeline._step_evaluate(changed, forced=False) is False
+    assert pipeline._step_evaluate(cfg, forced=False) is True  # back to the job's own settings
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(preset="huge"), "preset must be one of"),
+    (dict(redo=["train"]), "unknown step"),
+    (dict(protocols=["A->G"]), "not a SynthAG protocol"),
+    (dict(taus=[0, 5]), "taus"),
+    (dict(embed_method="lda"), "embed_method"),
+])
+def test_config_errors_name_the_field(bad, match):
+    with pytest.raises(ValueError, match=match):
+        MainJobConfig(**bad)
+
+
+def test_preset_defaults_and_locations():
+    cfg = MainJobConfig()
+    assert cfg.data_dir == Path("data/synthag-small-s0")
+    assert cfg.run_dir("stage2") == Path("runs/synthag-small/sdreid-stage2")  # the app's default run
+    assert re.fullmatch(r"reports/\d{4}-\d{2}-\d{2}", cfg.report_dir.as_posix())
+    assert cfg.taus == [1, 2, 5, 10, 20, 50] and cfg.embed_method == "umap"
+    assert MainJobConfig(preset="tiny", epochs=3).epochs == 3
+
+
+def test_strip_remote_scripts_keeps_inline_scripts():
+    html = ('<script src="https://cdn.example/require.js"></script><script>var a = 1;</script>'
+            "<script type='text/javascript' src='http://x/y.js' ></script><script src=\"local.js\"></script>")
+    assert strip_remote_scripts(html) == '<script>var a = 1;</script><script src="local.js"></script>'
+
+
+def test_cli_report_rejects_bad_steps(capsys):
+    from agreid_kit.cli import main
+
+    assert main(["report", "--redo", "bogus"]) == 2
+    assert "unknown step" in capsys.readouterr().err
+    assert main(["report", "--epochs", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["report", "--preset", "huge"])
