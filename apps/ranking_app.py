@@ -148,12 +148,10 @@ class RankedItem:
         return "match" if self.is_match else "non-match"
 
     def caption(self) -> str:
-        mark = {"match": "✓ match", "non-match": "✗ non-match", "junk": "· junk (same id+cam)", "unknown": ""}[self.status]
+        mark = {"match": "✓ match", "non-match": "✗ non-match", "junk": "· junk (dropped)", "unknown": ""}[self.status]
         rank = f"#{self.rank}" if self.rank is not None else f"({self.position})"
-        return (
-            f"{rank} {mark} | d={self.distance:.3f} | pid {self.record.pid} | cam {self.record.camid} | "
-            f"{VIEW_NAMES[self.record.view]}"
-        ).replace("  ", " ")
+        # Three short lines: the page shows them under the thumbnail.
+        return f"{rank} {mark}".strip() + f"\nd={self.distance:.3f} · pid {self.record.pid}\ncam {self.record.camid} · {VIEW_NAMES[self.record.view]}"
 
 
 @dataclass
@@ -179,6 +177,8 @@ class RankResult:
     query_parts: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # real / prebn / gen:<v> (1, D)
     query_image_path: str | None = None
     query_image: Any = field(default=None, repr=False)  # the uploaded PIL image
+    gallery_shown: int | None = None  # gallery items the filter lets through (of gallery_size)
+    gallery_size: int | None = None
 
     def metrics(self) -> dict[str, Any]:
         """JSON-able summary (what the page's metrics box and the HTTP API return)."""
@@ -197,6 +197,8 @@ class RankResult:
             "guidance": self.guidance,
             "generated_live": self.generated_live,
             "search": self.search_backend,
+            "gallery_shown": self.gallery_shown,
+            "gallery_size": self.gallery_size,
             "latency_ms": {k: round(v, 2) for k, v in self.latency_ms.items()},
             "gallery": [
                 {"rank": it.rank, "position": it.position, "gallery_index": it.gallery_index, "pid": it.record.pid,
@@ -223,6 +225,9 @@ class RankResult:
         if self.tau is not None:
             how = "generated live for this query" if self.generated_live else "precomputed"
             lines.append(f"generated views: tau = {self.tau}, guidance = {self.guidance} ({how})")
+        if self.gallery_shown is not None and self.gallery_shown < (self.gallery_size or 0):
+            lines.append(f"gallery filter: ranking {self.gallery_shown} of {self.gallery_size} gallery images "
+                         "(AP / INP score the whole gallery)")
         lat = ", ".join(f"{k} {v:.1f} ms" for k, v in self.latency_ms.items())
         lines.append(f"latency: {lat} · search: {self.search_backend}")
         return "  \n".join(lines)
@@ -401,6 +406,32 @@ class RankingBackend:
         recs = self.split(protocol).query
         return sorted({r.camid for r in recs if view in (None, "", "all") or VIEW_NAMES[r.view] == view})
 
+    def gallery_cameras(self, protocol: str | None = None) -> list[int]:
+        return sorted({r.camid for r in self.split(protocol).gallery})
+
+    def gallery_filter(self, protocol: str | None = None, view: str | None = None,
+                       cameras: Sequence[int | str] | None = None) -> np.ndarray:
+        """Mask of the gallery items a ranking shows (view name and camera ids; None / "all" / [] = every one).
+
+        AP / INP still use the whole gallery of the protocol (what the evaluator scores).
+        """
+        split = self.split(protocol)
+        keep = np.ones(len(split.gallery), dtype=bool)
+        if view not in (None, "", "all"):
+            if view not in VIEW_NAMES:
+                raise AppError(f"Gallery view must be one of {['all', *VIEW_NAMES]}, got {view!r}")
+            keep &= np.array([VIEW_NAMES[r.view] == view for r in split.gallery])
+        cams = [int(c) for c in (cameras or []) if str(c) not in ("", "all")]
+        if cams:
+            keep &= np.isin(np.array([r.camid for r in split.gallery]), cams)
+        if not keep.any():
+            raise AppError(
+                f"The gallery of protocol {split.protocol!r} has no image with view {view or 'any'} and camera(s) "
+                f"{cams or 'any'}; it holds views {sorted({VIEW_NAMES[r.view] for r in split.gallery})} and cameras "
+                f"{self.gallery_cameras(protocol)}. Widen the gallery filter."
+            )
+        return keep
+
     def query_choices(self, protocol: str | None = None, view: str | None = None, camera: int | str | None = None) -> list[tuple[str, int]]:
         """(label, query index) of the queries of a protocol, filtered by view name and camera id."""
         split = self.split(protocol)
@@ -482,6 +513,7 @@ class RankingBackend:
     def rank_query(
         self, query_index: int, mode: str = "real", k: int = 10, protocol: str | None = None,
         tau: int | None = None, guidance: float | None = None,
+        gallery_view: str | None = None, gallery_cameras: Sequence[int | str] | None = None,
     ) -> RankResult:
         """Rank the gallery for a query of the query set.
 
@@ -497,6 +529,7 @@ class RankingBackend:
         record = split.query[qi]
         qrows, _ = self._rows[self._key(protocol)]
         row = int(qrows[qi])
+        shown = self.gallery_filter(protocol, gallery_view, gallery_cameras)  # an empty gallery fails before any work
         tau_, guid_ = self._live_tau(tau, guidance) if self._needs_generation(mode) else (None, None)
         live = self._needs_generation(mode) and (tau_ != self.stored_tau or guid_ != self.stored_guidance)
         latency: dict[str, float] = {}
@@ -515,7 +548,7 @@ class RankingBackend:
         else:
             for v in self.fs.generated_views():
                 parts[f"gen:{v}"] = self.fs.extras[f"gen:{v}"][row:row + 1]
-        result = self._rank(parts, record, mode, k, protocol, source="query", query_index=qi,
+        result = self._rank(parts, record, mode, k, protocol, source="query", query_index=qi, shown=shown,
                             label=f"q{qi} (pid {record.pid}, cam {record.camid}, {VIEW_NAMES[record.view]})")
         result.tau, result.guidance, result.generated_live = tau_, guid_, live
         result.query_image_path = self._resolve_path(record.path, split)
@@ -525,10 +558,12 @@ class RankingBackend:
     def rank_upload(
         self, image_path: str | os.PathLike | None, mode: str = "real", k: int = 10, protocol: str | None = None,
         tau: int | None = None, guidance: float | None = None, view: str = "ground",
+        gallery_view: str | None = None, gallery_cameras: Sequence[int | str] | None = None,
     ) -> RankResult:
         """Rank the gallery for an uploaded image: features extracted live, generated views computed live."""
         t0 = time.perf_counter()
         self._check_mode(mode)
+        self.gallery_filter(protocol, gallery_view, gallery_cameras)  # an empty gallery fails before the model runs
         img = load_upload(image_path)
         if view not in VIEW_NAMES:
             raise AppError(f"Upload view must be one of {list(VIEW_NAMES)}, got {view!r}")
@@ -553,14 +588,16 @@ class RankingBackend:
                 parts.update(self._generate(parts["id_cond"], tau_, guid_))
             latency["generate"] = 1000 * (time.perf_counter() - t2)
         record = Record(path=Path(str(image_path)).name, pid=-1, camid=-1, view=VIEW_NAMES.index(view))
-        result = self._rank(parts, record, mode, k, protocol, source="upload", label=f"upload {record.path}")
+        result = self._rank(parts, record, mode, k, protocol, source="upload", label=f"upload {record.path}",
+                            shown=self.gallery_filter(protocol, gallery_view, gallery_cameras))
         result.tau, result.guidance, result.generated_live = tau_, guid_, self._needs_generation(mode)
         result.query_image = img
         result.latency_ms = {**latency, **result.latency_ms, "total": 1000 * (time.perf_counter() - t0)}
         return result
 
     def _rank(self, parts: dict[str, torch.Tensor], record: Record, mode: str, k: int, protocol: str | None,
-              source: str, label: str, query_index: int | None = None) -> RankResult:
+              source: str, label: str, query_index: int | None = None,
+              shown: np.ndarray | None = None) -> RankResult:
         if k < 1:
             raise AppError(f"top-k must be at least 1, got {k}")
         split = self.split(protocol)
@@ -577,9 +614,12 @@ class RankingBackend:
         known = query_index is not None
         g_pids = self._rank_inputs[self._key(protocol)]["g_pids"].numpy()
         drop = self.excluded(protocol, query_index) if known else np.zeros(len(split.gallery), dtype=bool)
-        n_drop = int(drop.sum())
-        # Dropped (junk) items are shown flagged in their place, as the rank-list browser does: fetch k + n_drop.
-        top = search.topk(qdesc, min(len(search), k + n_drop))
+        shown = np.ones(len(split.gallery), dtype=bool) if shown is None else shown
+        hidden = np.flatnonzero(~shown)
+        n_drop = int((drop & shown).sum())
+        # Junk items (dropped by the evaluator) are shown flagged in their place, as the rank-list browser does:
+        # fetch k + n_drop. Items outside the gallery filter are not shown at all.
+        top = search.topk(qdesc, min(len(search), k + n_drop), exclude=hidden)
         items: list[RankedItem] = []
         rank = 0
         for pos, (gi, d) in enumerate(zip(top.rows, top.distances)):
@@ -603,6 +643,7 @@ class RankingBackend:
             mode=mode, k=k, items=items, ap=ap, inp=inp, first_match_rank=first, n_positives=n_pos, tau=None,
             guidance=None, generated_live=False, search_backend=search.backend, latency_ms={"search": search_ms},
             query_parts={n: t for n, t in parts.items() if n != "id_cond"},
+            gallery_shown=int(shown.sum()), gallery_size=len(split.gallery),
         )
 
     def _query_scores(self, search: GallerySearch, qdesc: torch.Tensor, protocol: str | None, qi: int):
@@ -663,47 +704,47 @@ class RankingBackend:
         return open_record_image(self._resolve_path(r.path)), table
 
     def embedding_figure(self, result: RankResult | None, method: str = "pca", color_by: str = "view_name",
-                         max_points: int = 1500, seed: int = 0):
-        """UMAP / t-SNE / PCA of the gallery (and the query and its generated views, highlighted)."""
+                         max_points: int = 600, seed: int = 0):
+        """UMAP / t-SNE / PCA of the gallery (and the query and its generated views, highlighted).
+
+        Large galleries are subsampled (seeded) to ``max_points`` images so t-SNE / UMAP answer in
+        seconds on a CPU; with generated views every image adds one point per view.
+        """
         import plotly.graph_objects as go
         from agreid_kit.analysis import embedding_frame
         from agreid_kit.viz import embedding_figure
 
         protocol = result.protocol if result is not None else None
         split = self.split(protocol)
-        _, grows = self._rows[protocol or self.default_protocol or ""]
-        include_gen = self.has_generator
+        _, grows = self._rows[self._key(protocol)]
+        gens = [f"gen:{v}" for v in self.fs.generated_views()]
+        q = result.query_parts if result is not None else {}
+        # Generated points only when the query has them too (an upload ranked in mode real has none).
+        include_gen = bool(gens) and (result is None or all(g in q for g in gens))
+        # Generated features are pre-BNNeck: embed them with the real pre-BNNeck feature (same space).
         real_tensor = "prebn" if include_gen and "prebn" in self.fs.extras else "features"
         rows = grows.numpy()
         if len(rows) > max_points:
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_points, replace=False))
-        fs = self.fs.subset(torch.from_numpy(rows))
-        n_gallery = len(fs)
-        if result is not None and real_tensor in ("features", *result.query_parts) and "features" in result.query_parts:
-            q = result.query_parts
+        gallery = self.fs.subset(torch.from_numpy(rows))
+        needed = [real_tensor, *(gens if include_gen else [])]
+        tensors = {name: gallery.get(name).float() for name in needed}
+        records = list(gallery.records)
+        if result is not None and all(name in q for name in needed):
             qrec = result.query_record or Record(path="upload", pid=-1, camid=-1, view=1)
-            qrec = Record(path=f"QUERY::{qrec.path}", pid=qrec.pid, camid=qrec.camid, view=qrec.view)
-            extras = {}
-            ok = True
-            for name in fs.extras:
-                if fs.extras[name].ndim != 2:
-                    continue
-                if name not in q:
-                    ok = False
-                    break
-                extras[name] = torch.cat([fs.extras[name].float(), q[name].float()])
-            if ok:
-                fs = FeatureSet(torch.cat([fs.features.float(), q["features"].float()]), fs.records + [qrec], fs.split,
-                                fs.fingerprint, extras)
+            records.append(Record(path=f"QUERY::{qrec.path}", pid=qrec.pid, camid=qrec.camid, view=qrec.view))
+            tensors = {name: torch.cat([t, q[name].float().reshape(1, -1)]) for name, t in tensors.items()}
+        fs = FeatureSet(tensors.pop(real_tensor), records, gallery.split, gallery.fingerprint, tensors)
         if len(fs) < 3:
             raise AppError("The gallery has fewer than 3 images; nothing to embed.")
         try:
-            df = embedding_frame(fs, method=method, include_generated=include_gen, real_tensor=real_tensor, seed=seed)
+            df = embedding_frame(fs, method=method, include_generated=include_gen, real_tensor="features", seed=seed)
         except (ValueError, FeatureSetError) as e:
             raise AppError(f"Embedding failed: {e}") from e
+        n_gallery = len(gallery)
         is_query = df["path"].astype(str).str.startswith("QUERY::").to_numpy()
         fig = embedding_figure(df[~is_query].reset_index(drop=True), color_by=color_by,
-                               title=f"{method.upper()} of {n_gallery} gallery images ({split.protocol})")
+                               title=f"{method.upper()} of {n_gallery} of {len(grows)} gallery images ({split.protocol})")
         if is_query.any():
             qdf = df[is_query]
             fig.add_trace(go.Scatter(
@@ -727,7 +768,8 @@ class RankingBackend:
             raise AppError(self.tradeoff_error)
         if self.tradeoff is None:
             raise AppError(
-                f"No timestep trade-off table in {self.run_dir} (expected analysis/tradeoff.csv); make it with "
+                f"No timestep trade-off table for {self.run_dir} (looked for RUN/analysis/tradeoff.csv and "
+                "reports/*/tradeoff.csv naming this run); make it with "
                 f"`agreid tradeoff {self.run_dir}` (part of `{MAKE_RUN_COMMAND}`)."
             )
         df = self.tradeoff
@@ -757,12 +799,26 @@ class RankingBackend:
         return "\n".join(lines)
 
 
+def _tradeoff_candidates(run_dir: Path, reports_root: Path = Path("reports")) -> list[Path]:
+    """Where a trade-off table of this run may be: ``agreid tradeoff RUN`` writes RUN/analysis/tradeoff.csv;
+    the main job writes reports/<date>/tradeoff.csv with tradeoff.json naming the run (newest first)."""
+    out = [run_dir / "analysis" / "tradeoff.csv", run_dir / "tradeoff.csv"]
+    target = run_dir.resolve()
+    for csv in sorted(reports_root.glob("*/tradeoff.csv"), reverse=True):
+        try:
+            settings = json.loads((csv.parent / "tradeoff.json").read_text()).get("settings", {})
+        except (OSError, ValueError):
+            continue
+        if settings.get("run") and Path(settings["run"]).resolve() == target:
+            out.append(csv)
+    return out
+
+
 def _load_tradeoff(run_dir: Path):
     """The stage-2 trade-off table (tau, protocol, mode, rank1, mAP, mINP, sec_per_1000) if the run has one."""
     import pandas as pd
 
-    for name in ("analysis/tradeoff.csv", "tradeoff.csv", "analysis/tradeoff.json", "tradeoff.json"):
-        p = run_dir / name
+    for p in _tradeoff_candidates(run_dir):
         if p.is_file():
             try:
                 df = pd.read_csv(p) if p.suffix == ".csv" else pd.DataFrame(json.loads(p.read_text()))
@@ -844,6 +900,11 @@ def run_generator(stage2_dir: str | os.PathLike, seed: int | None = None) -> Gen
 APP_TITLE = "agreid-kit · aerial-ground ReID ranking demo"
 APP_CSS = """
 #status-box p { color: #b00020; font-weight: 600; }
+/* Tall ReID crops with their full caption under them (Gradio overlays and truncates captions by default). */
+#results .thumbnail-item { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; overflow: visible; }
+#results .thumbnail-item img { height: 176px; width: 100%; object-fit: contain; }
+#results .caption-label { position: static; max-width: none; white-space: pre-line; overflow: visible;
+  text-overflow: clip; font-size: 12px; line-height: 1.25; text-align: left; margin: 2px 0 0 0; }
 """
 EMBED_METHODS = ("tsne", "umap", "pca")
 EMBED_COLOURS = ("kind", "view_name", "camid", "pid", "altitude", "pitch", "distance")
@@ -898,6 +959,11 @@ def build_app(
                                        label="tau: denoising steps of the generated views")
                     guid_sl = gr.Slider(0.0, 10.0, value=b.stored_guidance if b.stored_guidance is not None else 2.0,
                                         step=0.5, label="guidance scale", visible=gen_ok)
+                    with gr.Row():
+                        gview_dd = gr.Dropdown(["all", *VIEW_NAMES[:max(2, split.num_views)]], value="all",
+                                               label="gallery view")
+                        gcams_dd = gr.Dropdown([str(c) for c in b.gallery_cameras()], value=[], multiselect=True,
+                                               label="gallery cameras (none: all)")
                     with gr.Tab("Query set"):
                         view_dd = gr.Dropdown(["all", *b.views()], value="all", label="query view")
                         cam_dd = gr.Dropdown(["all", *map(str, b.cameras())], value="all", label="query camera")
@@ -915,11 +981,12 @@ def build_app(
                         query_img = gr.Image(label="query", type="pil", height=256, interactive=False, scale=1)
                         summary_md = gr.Markdown("Pick a query and press **Rank**, or upload an image.",
                                                  elem_id="summary")
-                    gallery = gr.Gallery(label="top-k (green frame: match, red: non-match, grey: junk)", columns=10,
-                                         height="auto", format="png", elem_id="results", allow_preview=False)
+                    gallery = gr.Gallery(label="top-k (green frame: match, red: non-match, grey: junk)", columns=5,
+                                         height="auto", format="png", elem_id="results", allow_preview=False,
+                                         object_fit="contain")
                     with gr.Row():
                         detail_img = gr.Image(label="selected result", type="pil", height=384, interactive=False,
-                                              scale=1)
+                                              scale=1, elem_id="detail-image")
                         detail_md = gr.Markdown("Click a result to see it large.", elem_id="detail")
                     with gr.Accordion("metrics (JSON)", open=False):
                         metrics_json = gr.JSON(label="metrics")
@@ -949,38 +1016,41 @@ def build_app(
             # The previous result stays in the session state; the page says what went wrong.
             return [keep, _warn(message), None, "", [], {"error": message}, None, ""]
 
-        def rank_query(query_index, protocol, mode, k, tau, guidance, current=None):
+        def rank_query(query_index, protocol, mode, k, tau, guidance, gview, gcams, current=None):
             try:
                 if query_index is None:
                     raise AppError("Choose a query first (the filter may have left none).")
-                return present(b.rank_query(int(query_index), mode, int(k), protocol,
-                                            tau if gen_ok else None, guidance if gen_ok else None))
+                return present(b.rank_query(int(query_index), mode, int(k), protocol, tau if gen_ok else None,
+                                            guidance if gen_ok else None, gallery_view=gview, gallery_cameras=gcams))
             except (AppError, FeatureSetError) as e:
                 return failed(str(e), current)
 
-        def rank_upload(path, view, protocol, mode, k, tau, guidance, current=None):
+        def rank_upload(path, view, protocol, mode, k, tau, guidance, gview, gcams, current=None):
             try:
                 return present(b.rank_upload(path, mode, int(k), protocol, tau if gen_ok else None,
-                                             guidance if gen_ok else None, view=view))
+                                             guidance if gen_ok else None, view=view, gallery_view=gview,
+                                             gallery_cameras=gcams))
             except (AppError, FeatureSetError) as e:
                 return failed(str(e), current)
 
-        def rerank(current, query_index, path, view, protocol, mode, k, tau, guidance):
-            # A mode / k / tau / guidance change re-runs whatever was ranked last.
+        def rerank(current, query_index, path, view, protocol, mode, k, tau, guidance, gview, gcams):
+            # A change of mode / k / tau / guidance / gallery filter re-runs whatever was ranked last.
             if current is None:
                 return [None, "", *[gr.skip()] * 6]
             if current.source == "upload":
-                return rank_upload(path, view, protocol, mode, k, tau, guidance, current)
-            return rank_query(query_index, protocol, mode, k, tau, guidance, current)
+                return rank_upload(path, view, protocol, mode, k, tau, guidance, gview, gcams, current)
+            return rank_query(query_index, protocol, mode, k, tau, guidance, gview, gcams, current)
 
         def filter_queries(protocol, view, camera):
             try:
                 cams = ["all", *map(str, b.cameras(protocol, view))]
                 camera = camera if camera in cams else "all"
                 choices = b.query_choices(protocol, view, camera)
-                return gr.update(choices=choices, value=choices[0][1]), gr.update(choices=cams, value=camera), ""
+                gcams = [str(c) for c in b.gallery_cameras(protocol)]
+                return (gr.update(choices=choices, value=choices[0][1]), gr.update(choices=cams, value=camera),
+                        gr.update(choices=gcams, value=[]), "")
             except (AppError, FeatureSetError) as e:
-                return gr.update(choices=[], value=None), gr.skip(), _warn(str(e))
+                return gr.update(choices=[], value=None), gr.skip(), gr.skip(), _warn(str(e))
 
         def detail(current, index):
             try:
@@ -1007,19 +1077,19 @@ def build_app(
             except AppError as e:
                 return None, _warn(str(e)), latency
 
-        settings = [protocol_dd, mode_dd, k_sl, tau_sl, guid_sl]
+        settings = [protocol_dd, mode_dd, k_sl, tau_sl, guid_sl, gview_dd, gcams_dd]
         trade_outputs = [trade_plot, trade_status, latency_md]
         model_limit = dict(concurrency_limit=1, concurrency_id="model")  # one model call at a time
         rank_btn.click(rank_query, [query_dd, *settings, state], rank_outputs, api_name="rank_query", **model_limit
                        ).then(tradeoff, state, trade_outputs, api_name=False)
         upload_btn.click(rank_upload, [upload, upload_view, *settings, state], rank_outputs, api_name="rank_upload",
                          **model_limit).then(tradeoff, state, trade_outputs, api_name=False)
-        for control in (mode_dd, k_sl, tau_sl, guid_sl):
+        for control in (mode_dd, k_sl, tau_sl, guid_sl, gview_dd, gcams_dd):
             control.input(rerank, [state, query_dd, upload, upload_view, *settings], rank_outputs,
                           api_name="rerank" if control is mode_dd else False, **model_limit
                           ).then(tradeoff, state, trade_outputs, api_name=False)
         for control in (protocol_dd, view_dd, cam_dd):
-            control.input(filter_queries, [protocol_dd, view_dd, cam_dd], [query_dd, cam_dd, status],
+            control.input(filter_queries, [protocol_dd, view_dd, cam_dd], [query_dd, cam_dd, gcams_dd, status],
                           api_name="filter_queries" if control is view_dd else False)
         gallery.select(select_detail, state, [detail_img, detail_md], api_name=False)
         detail_index.change(detail, [state, detail_index], [detail_img, detail_md], api_name="detail")
@@ -1044,6 +1114,7 @@ def launch_app(demo, port: int | None = None, prevent_thread_lock: bool = False,
         share=False,
         allowed_paths=allowed,
         footer_links=[],
+        max_file_size="50mb",  # uploads are person crops; the handler refuses more than 20 MB in words
         prevent_thread_lock=prevent_thread_lock,
         quiet=quiet,
         theme=gr.themes.Soft(),

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", choices=("auto", "no", "bf16", "fp16"), default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--model-opt", action="append", default=[], metavar="KEY=JSON",
+                    help="Stage2ModelConfig override for the random-weight model, e.g. unet_channels=[8,16,32]")
     ap.add_argument("--out", help="write the result JSON here")
     args = ap.parse_args(argv)
 
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
         T = int(run_cfg["num_train_timesteps"])
     else:
         unet = None
-        cfg = Stage2ModelConfig(dim=dim, num_id_layers=id_cond.shape[1], num_views=args.views)
+        opts = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.model_opt)}
+        cfg = Stage2ModelConfig(**{**opts, "dim": dim, "num_id_layers": id_cond.shape[1], "num_views": args.views})
         if args.sd15:
             from diffusers import UNet2DConditionModel
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "stage1_preset": preset,
         "dim": dim,
-        "unet": "sd15-shaped (random)" if args.sd15 else (args.run or "default small (random)"),
+        "unet": "sd15-shaped (random)" if args.sd15 else (args.run or f"small (random) {args.model_opt or 'default'}"),
         "stage2_params_M": round(n_params / 1e6, 2),
         "amp": str(amp).replace("torch.", "") if amp else "fp32",
         "images": args.images,

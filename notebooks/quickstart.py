@@ -92,8 +92,9 @@ fig = px.bar(per_cam, x="camera", y="images", color="view", title=f"{dataset}: i
              template="plotly_white")
 figures += save_figure(fig, OUT / "images_per_camera", png=png)
 fig.show()
-if cams["altitude"].notna().any():
-    fig = px.histogram(cams.dropna(subset=["altitude"]), x="altitude", color="view", nbins=30,
+aerial = cams[(cams["view"] == "aerial") & cams["altitude"].notna()]
+if len(aerial):
+    fig = px.histogram(aerial, x="altitude", color="camera", nbins=30,
                        title="Altitude of the aerial images (m)", template="plotly_white")
     figures += save_figure(fig, OUT / "altitude_histogram", png=png)
     fig.show()

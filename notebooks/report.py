@@ -129,7 +129,7 @@ fig = viz.metrics_table_figure(
     main_table.rename(columns={"Rank-1": "rank1"}).assign(rank1=lambda d: d["rank1"] / 100, mAP=lambda d: d["mAP"] / 100,
                                                            mINP=lambda d: d["mINP"] / 100),
     title="Rank-1 / mAP / mINP (%) per protocol")
-viz.save_figure(fig, FIG / "main_table", png=png)
+summary["figures"] += [str(p) for p in viz.save_figure(fig, FIG / "main_table", png=png)]
 
 # %% [markdown]
 # ## 2. Real vs generated features (Tab. 5)
@@ -144,8 +144,10 @@ for protocol in protocols:
                      "mINP": 100 * m["mINP"]})
 modes_table = pd.DataFrame(rows)
 summary["real_vs_generated"] = modes_table.to_dict(orient="records")
+mode_order = [m for m in ("real", "gen:aerial", "gen:ground", "gen:wearable", "gen:all", "real+gen")
+              if m in set(modes_table["features"])]
 display(modes_table.pivot_table(index="features", columns="protocol", values=["Rank-1", "mAP"], sort=False)
-        .style.format(precision=2))
+        .reindex(mode_order).style.format(precision=2))
 import plotly.express as px
 
 fig = px.bar(modes_table, x="protocol", y="mAP", color="features", barmode="group", template="plotly_white",
@@ -167,6 +169,10 @@ else:
     tradeoff, _ = timestep_tradeoff(stage2_run, taus=taus, protocols=tradeoff_protocols,
                                     modes=("real+gen", "gen:all"), seed=seed, device=device, progress=False)
 summary["tradeoff"] = tradeoff.to_dict(orient="records")
+scope = read_json(OUT / "tradeoff.json")
+if scope and "n_ids" in scope:
+    display(Markdown(f"Measured on {scope['n_ids']} of the {scope['n_test_ids']} test identities "
+                     f"({scope['n_images']} query + gallery images), regenerated at every tau."))
 tt = tradeoff.pivot_table(index="tau", columns=["protocol", "mode"], values="mAP").mul(100)
 tt.columns = [f"mAP {p} {m}" for p, m in tt.columns]
 tt["s / 1k images"] = tradeoff.groupby("tau")["sec_per_1000"].first()
@@ -180,13 +186,14 @@ show(viz.tradeoff_figure(tradeoff, highlight_tau=gen.get("tau"), title="Accuracy
 # subsample of test images, embedded jointly.
 
 # %%
+METHOD_NAME = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}[embed_method]
 t0 = time.perf_counter()
 emb = analysis.embedding_frame(fs2, method=embed_method, include_generated=True, max_points=embed_max_points, seed=seed)
 summary["embedding"] = {"method": embed_method, "points": len(emb), "seconds": round(time.perf_counter() - t0, 1)}
-show(viz.embedding_figure(emb, color_by="kind", title=f"{embed_method.upper()} of real and generated features"),
+show(viz.embedding_figure(emb, color_by="kind", title=f"{METHOD_NAME} of real and generated features"),
      "embedding_kind")
 show(viz.embedding_figure(emb[emb["kind"] == "real"], color_by="view_name",
-                          title=f"{embed_method.upper()} of the real features, coloured by view"), "embedding_view")
+                          title=f"{METHOD_NAME} of the real features, coloured by view"), "embedding_view")
 
 # %% [markdown]
 # ## 5. Best and worst queries (Figs. 15/16)
@@ -220,7 +227,9 @@ to_c = vc_data["to_centres"]
 vc_stats = to_c.groupby(["view", "centre"])["cosine"].agg(["mean", "std", "count"]).reset_index()
 summary["view_similarity"] = vc_stats.to_dict(orient="records")
 display(vc_stats.style.format(precision=3))
-show(viz.view_similarity_figure(vc_data), "view_similarity")
+fig = viz.view_similarity_figure(vc_data)
+fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))  # keep it clear of the colour bar
+show(fig, "view_similarity")
 
 # %% [markdown]
 # ## 7. Training curves
@@ -233,9 +242,9 @@ for label, d in RUNS.items():
 
 # %% [markdown]
 # ## 8. Accuracy vs altitude and pitch (SynthAG)
-# Queries binned by their camera's altitude and pitch (protocol ALL). SynthAG's ground cameras hang at
-# 1.5-5 m with pitch 0-25 degrees, the drones fly at 15-75 m looking down 30-90 degrees: the first bin of
-# each plot holds the ground queries, the others the aerial ones.
+# Rank-1 and mAP of the queries binned by their camera's altitude and pitch (protocol ALL). SynthAG's
+# ground cameras hang at 1.5-5 m with pitch 0-25 degrees, its drones fly at 15-75 m looking down 30-90
+# degrees: the 0-10 m altitude bin and the pitch bins below 30 degrees hold the ground queries.
 
 # %%
 GEO_BINS = {"altitude": [0, 10, 30, 45, 60, 75], "pitch": [0, 15, 30, 50, 70, 90]}
@@ -244,11 +253,15 @@ for by, edges in GEO_BINS.items():
     parts = []
     for label, mode in MAIN_MODE.items():
         g = analysis.accuracy_by_geometry(fs[label], splits["ALL"], mode=mode, by=by, bins=edges)
+        g["bin"] = [f"{a:g}-{b:g}" for a, b in zip(g["left"], g["right"])]
         parts.append(g.assign(method=label))
         geo_rows += g.assign(method=label, by=by).to_dict(orient="records")
-    df = pd.concat(parts, ignore_index=True)
+    df = pd.concat(parts, ignore_index=True).drop(columns="mINP")  # Rank-1 and mAP: 6 lines stay readable
     df.attrs["by"] = by
-    show(viz.accuracy_geometry_figure(df, title=f"Accuracy vs {by} (protocol ALL)"), f"accuracy_{by}")
+    fig = viz.accuracy_geometry_figure(df, title=f"Accuracy vs {by} (protocol ALL)")
+    fig.update_layout(legend=dict(orientation="v", x=1.08, y=1, yanchor="top"))
+    fig.update_xaxes(title_text=f"{by} ({'m' if by == 'altitude' else 'degrees'})")
+    show(fig, f"accuracy_{by}")
 summary["accuracy_by_geometry"] = geo_rows
 
 # %% [markdown]
@@ -258,12 +271,16 @@ summary["accuracy_by_geometry"] = geo_rows
 job = read_json(OUT / "job.json") or {}
 timings = read_json(OUT / "timings.json") or {}
 if timings.get("steps"):
-    steps = pd.DataFrame([{"step": k, **v} for k, v in timings["steps"].items()])
-    steps.loc[len(steps)] = {"step": "report notebook (so far)", "status": "ran",
-                             "seconds": round(time.perf_counter() - t_start, 1)}
-    display(Markdown(f"**Timings** (wall clock, started {timings.get('started')}; the report step itself is "
-                     "recorded in timings.json after this notebook)"))
-    display(steps.style.format({"seconds": "{:.1f}"}))
+    from agreid_kit.pipeline import STEPS
+
+    steps = pd.DataFrame([{"step": k, **timings["steps"][k]} for k in STEPS if k in timings["steps"]])
+    steps.loc[len(steps)] = {"step": "report (this notebook, so far)", "status": "ran",
+                             "seconds": round(time.perf_counter() - t_start, 1),
+                             "ran_seconds": round(time.perf_counter() - t_start, 1)}
+    steps = steps.rename(columns={"seconds": "this job (s)", "ran_seconds": "when computed (s)"}).set_index("step")
+    display(Markdown(f"**Timings** (wall clock on this machine; job started {timings.get('started')}). A reused step "
+                     "shows the time it took when it was computed. The report step's total is in timings.json."))
+    display(steps.style.format({"this job (s)": "{:.1f}", "when computed (s)": "{:.1f}"}, na_rep="-"))
 display(Markdown("**Versions**"))
 display(pd.Series(job.get("versions") or __import__("agreid_kit.pipeline", fromlist=["versions"]).versions(),
                   name="version").to_frame())

@@ -151,7 +151,7 @@ def test_bad_uploads_are_friendly(backend, tmp_path):
         load_upload(huge)
     with pytest.raises(AppError, match="No image uploaded"):
         backend.rank_upload(None)
-    with pytest.raises(AppError, match="upload view"):
+    with pytest.raises(AppError, match="Upload view must be one of"):
         backend.rank_upload(backend.split().gallery[0].path, view="satellite")
 
 
@@ -168,6 +168,24 @@ def test_query_filters_and_empty_filter(backend):
         backend.rank_query(10_000)
     with pytest.raises(AppError, match="not available"):
         backend.rank_query(0, "gen:wearable")
+
+
+def test_gallery_filter(backend):
+    split = backend.split()
+    cams = backend.gallery_cameras()
+    full = backend.rank_query(2, "real", k=10)
+    only = backend.rank_query(2, "real", k=10, gallery_cameras=[str(cams[0])])
+    assert all(it.record.camid == cams[0] for it in only.items) and len(only.items) > 0
+    expected = [it.gallery_index for it in backend.rank_query(2, "real", k=len(split.gallery)).items
+                if it.record.camid == cams[0]][: len(only.items)]
+    assert [it.gallery_index for it in only.items] == expected  # same order, other cameras skipped
+    assert only.ap == full.ap  # AP / INP always score the protocol's whole gallery
+    assert only.gallery_shown == sum(r.camid == cams[0] for r in split.gallery) < only.gallery_size
+    assert "gallery filter: ranking" in only.summary_markdown() and "gallery filter" not in full.summary_markdown()
+    with pytest.raises(AppError, match="Widen the gallery filter"):
+        backend.rank_query(2, "real", gallery_view="aerial")
+    with pytest.raises(AppError, match="Widen the gallery filter"):
+        backend.rank_upload(split.gallery[0].path, gallery_cameras=[999])
 
 
 def test_gallery_items_detail_and_marking(backend):
@@ -198,6 +216,10 @@ def test_embedding_and_tradeoff_figures(backend):
     assert names[-1] == "query"
     assert list(fig.data[-1].text) == ["real", "gen:aerial", "gen:ground"]
     assert sum(len(t.x) for t in fig.data[:-1]) == 3 * len(backend.split().gallery)  # real + 2 generated views
+    real_up = backend.rank_upload(backend.split().gallery[3].path, "real", k=3)  # no generated views
+    fig2 = backend.embedding_figure(real_up, method="pca", color_by="kind")
+    assert fig2.data[-1].name == "query" and list(fig2.data[-1].text) == ["real"]
+    assert sum(len(t.x) for t in fig2.data[:-1]) == len(backend.split().gallery)
     up = backend.rank_upload(backend.split().gallery[3].path, "real+gen", k=3, tau=1)
     tfig = backend.tradeoff_figure(up)
     assert tfig.data[-1].name == "this query (batch 1)" and list(tfig.data[-1].x) == [1]
@@ -211,13 +233,21 @@ def test_run_problems_are_friendly(tiny_run, tmp_path, monkeypatch):
         RankingBackend(tmp_path / "nowhere")
     with pytest.raises(AppError, match="another dataset"):
         RankingBackend(tiny_run.stage2, data="cargo:/data/CARGO")
-    # Same dataset name, other images: the FeatureSet does not cover them.
-    other = tmp_path / "other-synthag"
-    shutil.copytree(tiny_run.data, other)
-    for f in list((other / "query").rglob("*.jpg"))[:3]:
-        f.rename(f.with_name("x" + f.name))
+    # Same dataset name, other images (e.g. a re-rendered SynthAG): the run's FeatureSet does not cover them.
+    from dataclasses import replace
+
+    from agreid_kit.apps.ranking_app import _load_split
+
+    def other_images(spec, protocol):
+        split = _load_split(spec, protocol)
+        split.query = [replace(r, path=r.path.replace(".jpg", "_v2.jpg")) for r in split.query]
+        return split
+
     with pytest.raises(AppError, match="does not match the data"):
-        RankingBackend(tiny_run.stage2, data=f"synthag:{other}")
+        RankingBackend(tiny_run.stage2, split_loader=other_images)
+    page = build_app(tiny_run.stage2, data="cargo:/data/CARGO")
+    assert page.backend is None
+    assert any("another dataset" in str(getattr(blk, "value", "")) for blk in page.blocks.values())
     monkeypatch.setenv("AGREID_RUN", str(tmp_path / "elsewhere"))
     assert default_run_dir() == tmp_path / "elsewhere"
     monkeypatch.delenv("AGREID_RUN")
@@ -247,7 +277,7 @@ def test_http_query_upload_mode_switch(served, backend):
     from gradio_client import Client, handle_file
 
     c = Client(served.url, verbose=False)
-    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, api_name="/rank_query")
+    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, "all", [], api_name="/rank_query")
     direct = backend.rank_query(3, "real", k=6)
     assert status == "" and len(gallery) == 6 and metrics["mode"] == "real"
     assert metrics["AP"] == pytest.approx(direct.ap) and metrics["INP"] == pytest.approx(direct.inp)
@@ -255,7 +285,8 @@ def test_http_query_upload_mode_switch(served, backend):
     assert all(Path(g["image"]).is_file() for g in gallery)
     assert "AP" in summary
     # Mode switch re-ranks the same query (session state) with the new descriptor.
-    _, _, _, gallery2, metrics2, _, _ = c.predict(3, None, "ground", PROTOCOL, "gen:all", 6, TAU, 2.0, api_name="/rerank")
+    _, _, _, gallery2, metrics2, _, _ = c.predict(3, None, "ground", PROTOCOL, "gen:all", 6, TAU, 2.0, "all", [],
+                                           api_name="/rerank")
     assert metrics2["mode"] == "gen:all" and metrics2["query"] == metrics["query"]
     assert metrics2["gallery"] == backend.rank_query(3, "gen:all", k=6).metrics()["gallery"]
     img, table = c.predict(1, api_name="/detail")
@@ -263,7 +294,7 @@ def test_http_query_upload_mode_switch(served, backend):
     # Upload: a gallery image finds itself first.
     g = backend.split().gallery[12]
     status, _, _, gallery3, metrics3, _, _ = c.predict(handle_file(g.path), "ground", PROTOCOL, "real", 4, TAU, 2.0,
-                                                       api_name="/rank_upload")
+                                                       "all", [], api_name="/rank_upload")
     assert status == "" and metrics3["source"] == "upload" and metrics3["gallery"][0]["gallery_index"] == 12
     assert len(gallery3) == 4 and metrics3["AP"] is None
 
@@ -275,11 +306,16 @@ def test_http_bad_input_keeps_serving(served, backend, tmp_path):
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"\x00\x01 definitely not a jpeg")
     status, _, _, gallery, metrics, _, _ = c.predict(handle_file(str(junk)), "ground", PROTOCOL, "real", 4, TAU, 2.0,
-                                                     api_name="/rank_upload")
+                                                     "all", [], api_name="/rank_upload")
     assert status.startswith("⚠️") and "junk.jpg" in status and gallery == [] and "error" in metrics
-    query_dd, _, status = c.predict(PROTOCOL, "ground", "all", api_name="/filter_queries")
-    assert status.startswith("⚠️") and "widen the filter" in status
-    _, _, _, gallery, metrics, _, _ = c.predict(0, PROTOCOL, "real", 3, TAU, 2.0, api_name="/rank_query")
+    # A->G galleries are ground-only: filtering them to aerial leaves nothing to rank.
+    status, _, _, gallery, metrics, _, _ = c.predict(0, PROTOCOL, "real", 3, TAU, 2.0, "aerial", [],
+                                                     api_name="/rank_query")
+    assert status.startswith("⚠️") and "Widen the gallery filter" in status and gallery == []
+    cam = backend.cameras(view="aerial")[0]
+    query_dd, cam_dd, _, status = c.predict(PROTOCOL, "aerial", str(cam), api_name="/filter_queries")
+    assert status == "" and query_dd["value"] == backend.query_choices(view="aerial", camera=cam)[0][1]
+    _, _, _, gallery, metrics, _, _ = c.predict(0, PROTOCOL, "real", 3, TAU, 2.0, "all", [], api_name="/rank_query")
     assert len(gallery) == 3 and metrics["AP"] is not None  # still serving
     fig, msg = c.predict("pca", "kind", api_name="/embedding")
     assert msg == "" and fig["type"] == "plotly" and '"query"' in fig["plot"]
@@ -372,6 +408,15 @@ def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
         gallery_text = cdp.js("document.querySelector('#results').innerText")
         assert "#1" in gallery_text and "pid" in gallery_text and "d=" in gallery_text
         assert ("match" in gallery_text) and ("cam" in gallery_text)
+        # Clicking a result shows it large with its metadata.
+        cdp.js("document.querySelectorAll('#results .thumbnail-item')[2].click()")
+        detail = cdp.wait_for("(() => { const d = document.querySelector('#detail'); "
+                              "return d && d.innerText.includes('distance') ? d.innerText : '' })()")
+        third = served.demo.backend.rank_query(0, "real+gen", k=10).items[2]  # the page's defaults
+        rows = dict(line.split("\t", 1) for line in detail.splitlines() if "\t" in line)
+        assert rows["rank"].strip() == "3" and rows["pid"].strip() == str(third.record.pid)
+        assert rows["status"].strip() == third.status and rows["view"].strip() == third.record.view_name
+        cdp.wait_for("(() => { const i = document.querySelector('#detail-image img'); return !!(i && i.complete && i.naturalWidth > 0) })()")
         time.sleep(0.5)
         shot = cdp.call("Page.captureScreenshot", format="png")
         png = base64.b64decode(shot["data"])

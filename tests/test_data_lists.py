@@ -153,7 +153,8 @@ def test_cp2108_attributes_and_bad_inputs(tmp_path):
     amap = tmp_path / "map.json"
     attr.write_text(json.dumps({"100_aerial_1": {"gender": "male"}, "100_ground_1": {"gender": "female"}}))
     amap.write_text(json.dumps({"gender": {"male": 0, "female": 1}}))
-    s = load_dataset("cp2108", root, "ALL", attribute_file=str(attr), attribute_map_file=str(amap))
+    with pytest.warns(UserWarning, match="7 image\\(s\\) have no entry"):
+        s = load_dataset("cp2108", root, "ALL", attribute_file=str(attr), attribute_map_file=str(amap))
     assert [r.attributes for r in s.query] == [{"gender": 0}, {"gender": 1}, None]
     # keys exist for (100, aerial, 1) and (100, ground, 1): 2 queries + 1 gallery image; the other 7 have none
     assert s.options["images_without_attributes"] == 7

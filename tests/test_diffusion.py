@@ -15,6 +15,15 @@ from agreid_kit.features import FeatureSet
 TINY_UNET = dict(unet_channels=[8, 16, 16], unet_cross_attention=[False, True, True], unet_heads=1, unet_norm_groups=4)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids sync overhead on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _records(n_ids: int, per_view: int, num_views: int, prefix: str, pid0: int = 0) -> list[Record]:
     out = []
     for p in range(n_ids):

@@ -12,6 +12,15 @@ from agreid_kit.features import FeatureSet
 from test_diffusion import TINY_UNET, fake_split, make_stage1_run
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids sync overhead on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(stage1, out, **kw) -> Stage2Config:
     base = dict(stage1=str(stage1), out=str(out), preset="cpu", model=dict(TINY_UNET), epochs=5, batch_size=12,
                 lr=3e-3, warmup_iters=0, decay_epochs=[100], num_train_timesteps=1000, generate_after=False)

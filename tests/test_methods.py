@@ -194,9 +194,10 @@ def _svpr(**kw):
 
 def test_svpr_untrained_text_is_labelled_and_text_is_frozen():
     model, caught = _svpr()
-    assert any("untrained" in str(w.message) for w in caught)
+    assert any("UNTRAINED" in str(w.message) for w in caught)
     assert model.config.untrained_text and model.feature_meta["svpr_untrained_text"] is True
-    assert "untrained" in model.feature_meta["svpr_text_encoder"]
+    assert model.feature_meta["svpr_text_encoder"].startswith("UNTRAINED")
+    assert dataclasses.asdict(model.config)["text_encoder"].startswith("UNTRAINED")  # saved with every run
     assert not model.use_attributes and model.feature_dim == 2 * 32
     b = _batch()
     out = model(b)
@@ -255,13 +256,14 @@ def test_svpr_loads_a_local_clip_file_and_keeps_the_label_after_reload(tmp_path)
     from agreid_kit.models.svpr import SVPRConfig, build_clip
 
     clip, status = build_clip(SVPRConfig(clip_arch="small", quick_gelu=False, **SVPR_TINY))
-    assert "untrained" in status
+    assert status.startswith("UNTRAINED")
     path = tmp_path / "clip.pt"
     torch.save(clip.state_dict(), path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no untrained-text warning with a weights file
         model = create_model("svpr", "cpu", num_classes=3, pretrained=str(path), **SVPR_TINY)
     assert not model.config.untrained_text and model.feature_meta["svpr_untrained_text"] is False
+    assert model.config.text_encoder == f"pretrained CLIP text encoder: {path}"
     torch.testing.assert_close(model.text.token_embedding.weight, clip.token_embedding.weight)
     # a checkpoint reload passes pretrained=None; the saved config still says where the text came from
     cfg = dataclasses.asdict(model.config)

@@ -70,7 +70,7 @@ def test_svpr_run_is_labelled_untrained_text(trained):
     from agreid_kit.engine.run import load_run
 
     run = load_run(trained["svpr"])
-    assert run.meta["model_config"]["text_encoder_weights"] is None
+    assert run.meta["model_config"]["text_encoder"].startswith("UNTRAINED")
     assert run.model.feature_meta["svpr_untrained_text"] is True
     fs = FeatureSet.load(trained["svpr"] / "features" / "test")
     assert fs.meta.get("svpr_untrained_text") is True, "the engine must copy model.feature_meta into FeatureSet meta"

@@ -33,8 +33,8 @@ def test_main_job_writes_the_report_and_its_evidence(job):
         assert heading in text, heading
 
     timings = json.loads((out / "timings.json").read_text())
-    assert list(timings["steps"]) == list(STEPS)
-    assert all(s["status"] == "ran" and s["seconds"] >= 0 for s in timings["steps"].values())
+    assert set(timings["steps"]) == set(STEPS)
+    assert all(s["status"] == "ran" and s["seconds"] >= 0 and s["ran_seconds"] == s["seconds"] for s in timings["steps"].values())
 
     summary = json.loads((out / "report_summary.json").read_text())
     table = summary["main_table"]
@@ -43,7 +43,7 @@ def test_main_job_writes_the_report_and_its_evidence(job):
     for r in table:
         for k in ("Rank-1", "mAP", "mINP"):
             assert 0.0 <= r[k] <= 100.0, r
-        assert r["mINP"] <= r["mAP"] + 1e-6 and r["queries"] > 0
+        assert r["queries"] > 0
     modes = {r["features"] for r in summary["real_vs_generated"]}
     assert modes == set(pipeline.STAGE2_MODES)
     assert sorted({r["tau"] for r in summary["tradeoff"]}) == cfg.taus
@@ -95,7 +95,7 @@ def test_forced_steps_follow_dependencies(job):
 @pytest.mark.parametrize("bad, match", [
     (dict(preset="huge"), "preset must be one of"),
     (dict(redo=["train"]), "unknown step"),
-    (dict(protocols=["A->G"]), "not a SynthAG protocol"),
+    (dict(protocols=["A<->X"]), "not a SynthAG protocol"),
     (dict(taus=[0, 5]), "taus"),
     (dict(embed_method="lda"), "embed_method"),
 ])
@@ -127,3 +127,23 @@ def test_cli_report_rejects_bad_steps(capsys):
     assert main(["report", "--epochs", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["report", "--preset", "huge"])
+
+
+def test_cli_steps_match_the_pipeline():
+    from agreid_kit.cli.report import STEP_NAMES
+
+    assert STEP_NAMES == STEPS
+
+
+def test_tradeoff_on_a_subset_of_identities(job, tmp_path):
+    cfg, _ = job
+    sub = MainJobConfig(**{**cfg.to_dict(), "out": str(tmp_path / "rep"), "taus": [1], "tradeoff_max_ids": 6})
+    assert pipeline._step_tradeoff(sub, forced=False) is True
+    scope = json.loads((tmp_path / "rep" / "tradeoff.json").read_text())
+    assert scope["n_ids"] == 6 and scope["n_test_ids"] > 6 and scope["n_images"] > 0
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "rep" / "tradeoff.csv")
+    assert set(df["tau"]) == {1} and (df["n_query"] <= 6 * 10).all()
+    assert not (tmp_path / "rep" / "tradeoff-run").exists()  # the temporary subset run is removed
+    assert pipeline._step_tradeoff(sub, forced=False) is False  # same settings: reused

@@ -159,4 +159,8 @@ def load_cp2108(root, protocol: str, **options: Any) -> DatasetSplit:
         notes["gallery_rules"] = rules
     if attrs is not None:
         notes["images_without_attributes"] = missing_attr
+        if missing_attr:
+            import warnings
+
+            warnings.warn(f"cp2108: {missing_attr} image(s) have no entry in {options['attribute_file']}", stacklevel=2)
     return assemble_split("cp2108", protocol, root, sets["train"], query, gallery, 2, desc, options, parser, notes)

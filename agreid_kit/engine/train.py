@@ -246,7 +246,7 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         extract_features(run, "train", data=split, num_workers=cfg.num_workers)
         extract_features(run, "test", data=split, num_workers=cfg.num_workers)
         protocols = cfg.eval_protocols or [cfg.protocol]
-        splits = {cfg.protocol: split} if protocols == [cfg.protocol] else None
+        splits = {cfg.protocol: split}  # the others load through the data spec
         metrics = evaluate_run(run_dir, protocols, splits=splits)
         from agreid_kit.engine.evaluate import format_table
 

@@ -46,7 +46,8 @@ from agreid_kit.losses.methods import attribute_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 from agreid_kit.models.base import BNNeckHead, ReIDModel, register_model
 
-UNTRAINED_TEXT = "untrained: random small CLIP text encoder (no --pretrained CLIP file given); text prompts carry no language prior"
+PRETRAINED_PREFIX = "pretrained CLIP text encoder:"
+UNTRAINED_TEXT = "UNTRAINED: random small CLIP text encoder (no --pretrained CLIP file given); text prompts carry no language prior"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIEW_TEMPLATE = "A photo of a X X X X person from {view} view."
@@ -145,9 +146,9 @@ def build_clip(config: "SVPRConfig") -> tuple[nn.Module, str]:
         model = open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
                                open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=config.quick_gelu)
     if config.pretrained is None:
-        if config.text_encoder_weights is not None:
+        if config.text_encoder.startswith(PRETRAINED_PREFIX):
             # Rebuilt from a checkpoint: the weights (pretrained text tower included) are loaded next.
-            return model, f"pretrained CLIP text encoder from {config.text_encoder_weights} (restored from checkpoint)"
+            return model, f"{config.text_encoder} (restored from checkpoint)"
         if config.clip_arch != "small":
             raise ValueError(
                 f"svpr: clip_arch {config.clip_arch!r} needs a local CLIP weights file: pass --pretrained PATH "
@@ -164,7 +165,7 @@ def build_clip(config: "SVPRConfig") -> tuple[nn.Module, str]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"svpr: CLIP weights {path} do not fit clip_arch {config.clip_arch!r}: {str(e)[:600]}") from e
-    return model, f"pretrained CLIP text encoder from {path}"
+    return model, f"{PRETRAINED_PREFIX} {path}"
 
 
 class PromptTextEncoder(nn.Module):
@@ -321,10 +322,10 @@ class SVPRConfig:
     img_size: tuple[int, int] = (256, 128)
     clip_arch: str = "ViT-B-16"  # an open_clip config name, or "small" (built from the fields below)
     pretrained: str | None = None  # local CLIP weights file
-    # Where the (frozen) text encoder's weights came from; filled in at construction from
-    # ``pretrained`` and kept in saved configs, so a model reloaded from a checkpoint (which
-    # passes pretrained=None) still knows whether its text encoder was ever trained.
-    text_encoder_weights: str | None = None
+    # What the (frozen) text encoder is: filled in at construction ("pretrained: PATH" or the
+    # UNTRAINED label) and kept in saved configs, so a model reloaded from a checkpoint (which
+    # passes pretrained=None) still says whether its text encoder was ever trained.
+    text_encoder: str = ""
     quick_gelu: bool = True  # OpenAI CLIP weights use QuickGELU
     # the small CLIP (clip_arch="small")
     patch_size: int = 16
@@ -363,7 +364,9 @@ class SVPRConfig:
 
     @property
     def untrained_text(self) -> bool:
-        return self.pretrained is None and self.text_encoder_weights is None
+        if self.pretrained is not None:
+            return False
+        return not self.text_encoder.startswith(PRETRAINED_PREFIX)
 
 
 SVPR_PRESETS: dict[str, dict[str, Any]] = {
@@ -379,8 +382,8 @@ class SVPR(ReIDModel):
         super().__init__()
         self.config = config
         clip, self.text_encoder_status = build_clip(config)
-        if config.pretrained is not None:
-            config.text_encoder_weights = str(Path(config.pretrained).expanduser())
+        if config.pretrained is not None or not config.text_encoder:
+            config.text_encoder = self.text_encoder_status
         if config.untrained_text:
             warnings.warn(f"svpr: {self.text_encoder_status}", stacklevel=2)
         self._mean, self._std = CLIP_MEAN, CLIP_STD

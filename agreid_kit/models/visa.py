@@ -11,7 +11,8 @@
   cosine-similar to its branch feature (Z_inv for shared queries, Z_spe for view queries); the graph
   ``[query, patches]`` has cosine adjacency (clipped at 0, + I, symmetric normalisation); one GCN
   layer ``tanh(A X W)`` per branch; node 0 is the refined query (LayerNorm + residual).
-  ``[out token, shared queries, view queries]`` -> one self-attention block -> local feature.
+  ``[CLS, shared queries, view queries]`` -> one self-attention block -> local feature (the output
+  at the CLS position; the seed fuses the refined queries "with the [CLS] token").
 - Retrieval feature: concat(BN(Z_inv), BN(local)). Loss: CE + triplet on global and local, view CE
   and orthogonality (lambda = 1), + load balance.
 """
@@ -125,11 +126,11 @@ class ExpertPool(nn.Module):
     and this keeps the computation deterministic and simple.
     """
 
-    def __init__(self, dim: int, num_experts: int, top_k: int, num_tokens: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_experts: int, top_k: int, num_tokens: int, num_heads: int, mlp_ratio: float = 2.0) -> None:
         super().__init__()
         self.top_k = top_k
         self.router = nn.Linear(dim, num_experts)
-        self.experts = nn.ModuleList(PromptExpert(dim, num_tokens, num_heads) for _ in range(num_experts))
+        self.experts = nn.ModuleList(PromptExpert(dim, num_tokens, num_heads, mlp_ratio) for _ in range(num_experts))
 
     def forward(self, driver: torch.Tensor) -> tuple[torch.Tensor, RouterOutput]:
         route = top_k_routing(self.router(driver), self.top_k)
@@ -153,6 +154,9 @@ class ViSAConfig:
     num_experts: int = 8
     expert_top_k: int = 2  # 3 for CARGO / LAGPeR in the paper
     expert_tokens: int = 4  # learnable tokens per expert (not given in the seed; our choice)
+    # Each expert is a full (cross-attn, self-attn, MLP) block: at ViT-B width 3 pools x 8 experts
+    # are ~170M parameters with this MLP ratio (the seed gives no expert size).
+    expert_mlp_ratio: float = 2.0
     topk_patches: int = 64  # capped at the number of patches
     lambda_view: float = 1.0  # view CE and orthogonality
     lambda_balance: float = 1e-3  # the authors' code uses 1e-4
@@ -175,14 +179,11 @@ class ViSA(_ViTBase):
         heads = int(config.num_heads or self.backbone.blocks[0].attn.num_heads)
         self.view_tokens = nn.Parameter(torch.zeros(config.num_views, d))
         nn.init.trunc_normal_(self.view_tokens, std=0.02)
-        self.shared_pool = ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads)
-        self.view_pools = nn.ModuleList(
-            ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads) for _ in range(config.num_views)
-        )
+        pool = lambda: ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads, config.expert_mlp_ratio)  # noqa: E731
+        self.shared_pool = pool()
+        self.view_pools = nn.ModuleList(pool() for _ in range(config.num_views))
         self.shared_graph = GraphRefine(d, config.topk_patches)
         self.view_graph = GraphRefine(d, config.topk_patches)
-        self.out_token = nn.Parameter(torch.zeros(1, 1, d))
-        nn.init.trunc_normal_(self.out_token, std=0.02)
         from timm.models.vision_transformer import Block
 
         self.fusion = Block(d, heads, mlp_ratio=4.0, qkv_bias=True)
@@ -222,7 +223,9 @@ class ViSA(_ViTBase):
                 view_probs.append(route.probs)
         shared_q = self.shared_graph(shared_q, patches, z_inv)
         view_q = self.view_graph(view_q, patches, z_spe)
-        tokens = torch.cat([self.out_token.expand(images.shape[0], -1, -1), shared_q, view_q], dim=1)
+        # The fusion block attends over [CLS (= Z_inv), refined shared queries, refined view queries];
+        # the local feature is its output at the CLS position.
+        tokens = torch.cat([z_inv[:, None], shared_q, view_q], dim=1)
         local = self.fusion_norm(self.fusion(tokens)[:, 0])
         balance = load_balance_loss(shared_route.probs)
         if view_probs:
