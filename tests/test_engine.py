@@ -130,6 +130,44 @@ def test_dataset_names_a_corrupt_image(tmp_path):
         ds[0]
 
 
+def test_dataset_maps_attribute_values_through_the_vocabulary(tmp_path):
+    import warnings
+
+    from agreid_kit.data.errors import DatasetError
+    from agreid_kit.data.torchdata import ReIDImageDataset
+    from agreid_kit.engine.config import make_config
+    from agreid_kit.engine.train import build_model_for, model_attribute_vocabulary
+
+    vocab = {"build": ["medium", "slim"], "bag": ["-1", "1"]}  # AG-ReID's -1 ("absent") is a real value
+    recs = [
+        Record("/x/a.jpg", 0, 0, 0, attributes={"build": "slim", "bag": -1}),
+        Record("/x/b.jpg", 1, 0, 1, attributes={"build": "medium", "bag": None}),
+        Record("/x/c.jpg", 1, 0, 1),
+    ]
+    ds = ReIDImageDataset(recs, transform=lambda im: im, attribute_values=vocab)
+    assert ds.attribute_names == ["build", "bag"]
+    assert [ds._attributes(r).tolist() for r in recs] == [[1, 0], [0, -1], [-1, -1]]
+    assert ReIDImageDataset(recs, lambda im: im, ["bag"], vocab)._attributes(recs[0]).tolist() == [0]
+    assert ReIDImageDataset(recs, lambda im: im)._attributes(recs[0]).shape == (0,)  # no attributes: A = 0
+    odd = Record("/x/odd.jpg", 0, 0, 0, attributes={"build": "huge", "bag": 1})
+    with pytest.raises(DatasetError, match=r"/x/odd.jpg: attribute 'build' has value 'huge', which is not in"):
+        ReIDImageDataset([odd], lambda im: im, attribute_values=vocab)._attributes(odd)
+    with pytest.raises(ValueError, match=r"attribute\(s\) \['hat'\] have no vocabulary"):
+        ReIDImageDataset(recs, lambda im: im, ["hat"], vocab)
+
+    # the engine gives SVPR the train records' vocabulary; records without attributes leave the branch off
+    small = dict(vision_width=32, vision_layers=1, vision_head_width=16, text_width=32, text_layers=1, text_heads=2,
+                 clip_embed_dim=16)
+    cfg = make_config("svpr", str(tmp_path / "run"), "cpu", model=small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained-text warning is tested with the method
+        with_attrs = build_model_for(cfg, 2, 2, recs)
+        without = build_model_for(cfg, 2, 2, [Record("/x/d.jpg", 0, 0, 0)])
+    assert model_attribute_vocabulary(with_attrs) == {"bag": ["-1"], "build": ["medium", "slim"]}  # values seen in recs
+    assert with_attrs.use_attributes and not without.use_attributes
+    assert model_attribute_vocabulary(without) == {}
+
+
 # ---- end to end -----------------------------------------------------------------------------
 def _metrics_rows(run_dir):
     rows = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]

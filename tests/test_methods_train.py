@@ -28,17 +28,34 @@ def synth_split(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(synth_split, tmp_path_factory):
+def svpr_engine_batches():
+    """The attribute tensors of the batches SVPR's loss received in the engine run of ``trained``."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def trained(synth_split, tmp_path_factory, svpr_engine_batches):
     from agreid_kit.engine.config import make_config
     from agreid_kit.engine.train import train
+    from agreid_kit.models.svpr import SVPR
 
     out = tmp_path_factory.mktemp("runs")
     runs = {}
-    for method, opts in MODEL_OPTS.items():
-        cfg = make_config(method, str(out / method), "cpu", model=dict(opts), seed=0, **BUDGET)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # svpr's untrained-text warning is checked in test_methods.py
-            runs[method] = train(cfg, split=synth_split)
+    svpr_loss = SVPR.loss
+
+    def recording_loss(self, out, batch):
+        svpr_engine_batches.append(batch["attributes"].detach().cpu())
+        return svpr_loss(self, out, batch)
+
+    SVPR.loss = recording_loss
+    try:
+        for method, opts in MODEL_OPTS.items():
+            cfg = make_config(method, str(out / method), "cpu", model=dict(opts), seed=0, **BUDGET)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # svpr's untrained-text warning is checked in test_methods.py
+                runs[method] = train(cfg, split=synth_split)
+    finally:
+        SVPR.loss = svpr_loss
     return runs
 
 
@@ -160,3 +177,25 @@ def test_svpr_attribute_branch_on_synthag_records(synth_split):
     model.eval()
     with torch.no_grad():
         assert model.embed(batch)["features"].shape == (8, 4 * model.embed_dim)
+
+
+def test_svpr_engine_run_trains_the_attribute_branch_on_synthag(trained, svpr_engine_batches, synth_split):
+    """The engine maps SynthAG's string attributes through the vocabulary of the train records, the
+    attribute loss trains, and load_run rebuilds the same attribute classifiers from the checkpoint."""
+    from agreid_kit.engine.run import load_run
+    from agreid_kit.models.svpr import svpr_attribute_options
+
+    assert len(svpr_engine_batches) == 2  # max_iters_per_epoch=2
+    for attrs in svpr_engine_batches:
+        assert attrs.shape == (16, 16) and (attrs >= 0).all()  # P x K = 16 images, 16 attributes, all known
+    assert len({tuple(row) for a in svpr_engine_batches for row in a.tolist()}) > 1  # real per-image labels
+    log = [json.loads(line) for line in (trained["svpr"] / "log.jsonl").read_text().splitlines()]
+    assert math.isfinite(log[-1]["loss_attribute"]) and log[-1]["loss_attribute"] > 0
+    run = load_run(trained["svpr"])
+    opts = svpr_attribute_options(synth_split.train)  # val_fraction=0: the engine saw every train record
+    assert run.meta["model_config"]["attribute_names"] == opts["attribute_names"]
+    model = run.model
+    assert model.use_attributes and model.config.attribute_values == opts["attribute_values"]
+    assert [c.out_features for c in model.moe.classifiers] == [len(v) for v in opts["attribute_values"]]
+    fs = FeatureSet.load(trained["svpr"] / "features" / "test")
+    assert fs.dim == model.feature_dim == 4 * model.embed_dim and fs.meta["svpr_attribute_branch"] is True

@@ -29,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--embed-method", choices=("umap", "tsne", "pca"), help="2-D map of real vs generated features")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
     p.add_argument("--data", help="SynthAG folder (default data/synthag-<preset>-s<seed>)")
     p.add_argument("--runs", help="folder of the three runs (default runs/synthag-<preset>)")
     p.add_argument("--out", help="report folder (default reports/<YYYY-MM-DD>)")
@@ -46,14 +47,14 @@ def config_from_args(args: argparse.Namespace):
     bad = [s for s in args.redo if s not in STEP_NAMES]
     if bad:
         raise CLIError(f"--redo: unknown step(s) {bad}; steps are {', '.join(STEP_NAMES)}")
-    for name in ("epochs", "stage2_epochs", "max_iters_per_epoch"):
+    for name in ("epochs", "stage2_epochs", "max_iters_per_epoch", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     return MainJobConfig(
         preset=args.preset, seed=args.seed, data_root=args.data, runs_root=args.runs, out=args.out,
         epochs=args.epochs, stage2_epochs=args.stage2_epochs, max_iters_per_epoch=args.max_iters_per_epoch,
-        taus=args.taus, embed_method=args.embed_method, device=args.device, png=args.png,
+        taus=args.taus, embed_method=args.embed_method, device=args.device, png=args.png, threads=args.threads,
         reuse=not args.no_reuse, redo=list(args.redo), progress=not args.quiet,
     )
 

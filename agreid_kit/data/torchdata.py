@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,21 +29,54 @@ def load_image(path: str):
 class ReIDImageDataset(Dataset):
     """Records -> dicts with ``images``, ``pids``, ``camids``, ``views``, ``attributes``, ``index``.
 
-    ``attribute_names`` fixes the order of ``Record.attributes`` values (ints; -1 where unknown);
-    leave it empty for datasets without attributes (A = 0).
+    ``attribute_values`` (attribute name -> its vocabulary, e.g. a model's ``attribute_vocabulary``)
+    turns ``Record.attributes`` into class labels: value ``v`` of attribute ``a`` becomes
+    ``values[a].index(str(v))``, a missing or None value becomes -1 (unknown). AG-ReID's -1
+    ("absent") is a vocabulary entry like any other value. ``attribute_names`` picks which attributes
+    (and their order); by default all of ``attribute_values``. Leave both empty for datasets without
+    attributes (A = 0).
     """
 
-    def __init__(self, records: Sequence[Record], transform: Callable, attribute_names: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        transform: Callable,
+        attribute_names: Sequence[str] = (),
+        attribute_values: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.records = list(records)
         self.transform = transform
-        self.attribute_names = list(attribute_names)
+        vocab = dict(attribute_values or {})
+        self.attribute_names = list(attribute_names) if attribute_names else list(vocab)
+        missing = [n for n in self.attribute_names if n not in vocab]
+        if missing:
+            raise ValueError(
+                f"ReIDImageDataset: attribute(s) {missing} have no vocabulary in attribute_values "
+                f"(given for {sorted(vocab)})"
+            )
+        # value string -> label per attribute: a dict lookup per value instead of list.index per item
+        self.attribute_values = {n: [str(v) for v in vocab[n]] for n in self.attribute_names}
+        self._label_of = {n: {v: i for i, v in enumerate(vals)} for n, vals in self.attribute_values.items()}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def _attributes(self, r: Record) -> torch.Tensor:
-        values = [int((r.attributes or {}).get(name, -1)) for name in self.attribute_names]
-        return torch.tensor(values, dtype=torch.long)
+        given = r.attributes or {}
+        labels = []
+        for name in self.attribute_names:
+            value = given.get(name)
+            if value is None:
+                labels.append(-1)
+                continue
+            label = self._label_of[name].get(str(value))
+            if label is None:
+                raise DatasetError(
+                    f"{r.path}: attribute {name!r} has value {str(value)!r}, which is not in its vocabulary "
+                    f"{self.attribute_values[name]} (the vocabulary comes from the training records)"
+                )
+            labels.append(label)
+        return torch.tensor(labels, dtype=torch.long)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.records[i]

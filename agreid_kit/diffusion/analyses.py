@@ -95,10 +95,12 @@ def tradeoff_figure(df):
     lat = df.drop_duplicates("tau").sort_values("tau")
     fig.add_trace(go.Scatter(x=lat["tau"], y=lat["sec_per_1000"], mode="lines+markers", name="s / 1,000 images",
                              line=dict(color="black", width=3)), secondary_y=True)
-    fig.update_xaxes(title_text="sampling steps tau", type="log")
+    taus = sorted(df["tau"].unique().tolist())
+    fig.update_xaxes(title_text="sampling steps tau", type="log", tickvals=taus, ticktext=[str(t) for t in taus])
     fig.update_yaxes(title_text="accuracy (%)", secondary_y=False)
     fig.update_yaxes(title_text="seconds per 1,000 images", secondary_y=True)
-    fig.update_layout(title="SD-ReID timestep trade-off: accuracy vs generation cost")
+    fig.update_layout(title="SD-ReID timestep trade-off: accuracy vs generation cost",
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return fig
 
 

@@ -20,6 +20,34 @@ def load_split(data: str, protocol: str) -> DatasetSplit:
     return data_pkg.load_dataset(name, root, protocol)
 
 
+def all_test_records(data: str, first: DatasetSplit | None = None) -> list[Record]:
+    """Test images of every protocol of the dataset (each path once, ``first``'s records first).
+
+    One extraction then serves every protocol: evaluation takes pids/camids from the protocol's
+    split and looks rows up by path, so protocols that collapse camera ids still score correctly.
+    """
+    from agreid_kit import data as data_pkg
+
+    name, root = data_pkg.parse_data_spec(data)
+    splits = [first] if first is not None else []
+    for protocol in data_pkg.available_protocols(name):
+        if first is not None and protocol == first.protocol:
+            continue
+        try:
+            splits.append(data_pkg.load_dataset(name, root, protocol))
+        except ValueError:
+            # a protocol whose subset is empty in this copy of the data (e.g. no wearable images) has no images to add
+            continue
+    seen: set[str] = set()
+    records: list[Record] = []
+    for split in splits:
+        for r in split.test_records:
+            if r.path not in seen:
+                seen.add(r.path)
+                records.append(r)
+    return records
+
+
 def carve_validation(
     train: Sequence[Record], fraction: float, min_ids: int, seed: int
 ) -> tuple[list[Record], DatasetSplit | None, list[int]]:

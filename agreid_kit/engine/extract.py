@@ -68,8 +68,13 @@ def extract_features(
         run = load_run(run)
     if split not in ("train", "test"):
         raise ValueError(f"extract_features: split must be 'train' or 'test', got {split!r}")
-    data = data if data is not None else run.load_split()
-    records = relabel_train(data.train) if split == "train" else data.test_records
+    if data is None:
+        from agreid_kit.engine.data import all_test_records
+
+        data = run.load_split()
+        records = relabel_train(data.train) if split == "train" else all_test_records(run.data, first=data)
+    else:
+        records = relabel_train(data.train) if split == "train" else data.test_records
     model = run.model
     if flip is None:
         flip = split == "train" and run.method == "sdreid"
@@ -97,6 +102,8 @@ def extract_features(
             "flip": bool(flip),
             "val_pids": run.meta.get("val_pids", []),
             "num_layers": getattr(model, "num_layers", None),
+            # method-specific labels, e.g. SVPR's "untrained text encoder" flag, travel with the features
+            **getattr(model, "feature_meta", {}),
         },
     )
     if save:

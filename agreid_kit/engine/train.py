@@ -16,11 +16,11 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
-from agreid_kit.data.records import DatasetSplit
+from agreid_kit.data.records import DatasetSplit, Record
 from agreid_kit.engine.checkpoint import capture_rng, load_checkpoint, load_model_state, restore_rng, save_checkpoint
 from agreid_kit.engine.config import TrainConfig
 from agreid_kit.engine.data import carve_validation, load_split
@@ -45,7 +45,13 @@ def _make_accelerator(cfg: TrainConfig):
     return Accelerator(mixed_precision=_mixed_precision(cfg), cpu=cfg.device == "cpu")
 
 
-def build_model_for(cfg: TrainConfig, num_classes: int, num_views: int):
+def build_model_for(cfg: TrainConfig, num_classes: int, num_views: int, train_records: Sequence[Record] = ()):
+    """The model ``cfg`` asks for; SVPR also gets the attribute vocabulary of ``train_records``.
+
+    The vocabulary becomes part of the model config (saved in run_meta.json and every checkpoint),
+    so ``load_run`` rebuilds the same attribute classifiers. Records without attributes leave
+    SVPR's attribute branch off (A = 0).
+    """
     from agreid_kit.models import create_model
 
     overrides = dict(cfg.model)
@@ -55,7 +61,20 @@ def build_model_for(cfg: TrainConfig, num_classes: int, num_views: int):
             "(e.g. model.safetensors of timm/vit_base_patch16_224.augreg2_in21k_ft_in1k, downloaded beforehand); "
             "nothing is downloaded at run time. To train from scratch use --preset cpu."
         )
+    if cfg.method == "svpr" and "attribute_values" not in overrides and any(r.attributes for r in train_records):
+        from agreid_kit.models.svpr import svpr_attribute_options
+
+        # attribute_names given alone (--model attribute_names=[...]) picks a subset; the values come from the data
+        overrides.update(svpr_attribute_options(train_records, overrides.get("attribute_names") or None))
     return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views, **overrides)
+
+
+def model_attribute_vocabulary(model) -> dict[str, list[str]]:
+    """Attribute name -> value list of a model built with attributes (SVPR); empty otherwise."""
+    config = getattr(model, "config", None)
+    names = list(getattr(config, "attribute_names", None) or [])
+    values = list(getattr(config, "attribute_values", None) or [])
+    return {n: list(v) for n, v in zip(names, values)}
 
 
 def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
@@ -139,9 +158,9 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
 
     accelerator = _make_accelerator(cfg)
     is_main = accelerator.is_main_process
-    model = build_model_for(cfg, num_classes, split.num_views)
+    model = build_model_for(cfg, num_classes, split.num_views, train_records)
     tcfg = TransformConfig(model.input_size, model.mean, model.std, cfg.flip_prob, cfg.pad, cfg.erasing_prob)
-    dataset = ReIDImageDataset(train_records, train_transform(tcfg))
+    dataset = ReIDImageDataset(train_records, train_transform(tcfg), attribute_values=model_attribute_vocabulary(model))
     sampler = PKBatchSampler(
         [r.pid for r in train_records], cfg.p, cfg.k, cfg.seed, accelerator.num_processes, accelerator.process_index
     )
