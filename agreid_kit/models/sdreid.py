@@ -10,21 +10,11 @@ from torch import nn
 
 from agreid_kit.losses.reid import view_cross_entropy
 from agreid_kit.models.base import BNNeckHead, register_model
-from agreid_kit.models.vit import VIT_PRESETS, _ViTBase, run_blocks
+from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase, run_blocks
 
 
 @dataclass
-class SDReIDConfig:
-    num_classes: int = 1
-    num_views: int = 2
-    arch: str = "vit_base_patch16_224"
-    img_size: tuple[int, int] = (256, 128)
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    drop_path: float = 0.1
-    pretrained: str | None = None
-    label_smoothing: float = 0.0
+class SDReIDConfig(ViTReIDConfig):
     lambda_view: float = 0.001
     memory_momentum: float = 0.8  # weight of the new batch mean in the memory update
 

@@ -20,7 +20,7 @@ from torch import nn
 from agreid_kit.losses.methods import orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 from agreid_kit.models.base import BNNeckHead, register_model
-from agreid_kit.models.vit import VIT_PRESETS, _ViTBase
+from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
 
 
 def inner_subtraction(tokens: torch.Tensor, cls_index: int = 0, view_index: int = 1) -> torch.Tensor:
@@ -52,19 +52,9 @@ def run_view_decoupled(backbone: nn.Module, images: torch.Tensor, view_tokens: t
 
 
 @dataclass
-class VDTConfig:
+class VDTConfig(ViTReIDConfig):
     """VDT on a timm ViT; ``lambda_view`` weighs both the view CE and the orthogonality loss."""
 
-    num_classes: int = 1
-    num_views: int = 2
-    arch: str = "vit_base_patch16_224"
-    img_size: tuple[int, int] = (256, 128)
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    drop_path: float = 0.1
-    pretrained: str | None = None
-    label_smoothing: float = 0.0
     lambda_view: float = 0.001
 
 

@@ -22,21 +22,11 @@ from agreid_kit.augment import AUGMENT_KINDS, BatchAugmentSpec, PLRMConfig, appl
 from agreid_kit.losses.methods import vial_hnm_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 from agreid_kit.models.base import register_model
-from agreid_kit.models.vit import VIT_PRESETS, ViTReID
+from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, ViTReID
 
 
 @dataclass
-class VIFConfig:
-    num_classes: int = 1
-    num_views: int = 2
-    arch: str = "vit_base_patch16_224"
-    img_size: tuple[int, int] = (256, 128)
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    drop_path: float = 0.1
-    pretrained: str | None = None
-    label_smoothing: float = 0.0
+class VIFConfig(ViTReIDConfig):
     # batch augmentation (Tab. 4 switch) and PLRM's six hyper-parameters (paper values)
     augment: str = "plrm"
     plrm_p_img: float = 0.5

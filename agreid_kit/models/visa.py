@@ -30,7 +30,7 @@ from agreid_kit.losses.methods import load_balance_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 from agreid_kit.models.base import BNNeckHead, register_model
 from agreid_kit.models.vdt import run_view_decoupled
-from agreid_kit.models.vit import VIT_PRESETS, _ViTBase
+from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
 
 
 # ---- graph ------------------------------------------------------------------------------------
@@ -140,17 +140,7 @@ class ExpertPool(nn.Module):
 
 # ---- model ------------------------------------------------------------------------------------
 @dataclass
-class ViSAConfig:
-    num_classes: int = 1
-    num_views: int = 2
-    arch: str = "vit_base_patch16_224"
-    img_size: tuple[int, int] = (256, 128)
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    drop_path: float = 0.1
-    pretrained: str | None = None
-    label_smoothing: float = 0.0
+class ViSAConfig(ViTReIDConfig):
     num_experts: int = 8
     expert_top_k: int = 2  # 3 for CARGO / LAGPeR in the paper
     expert_tokens: int = 4  # learnable tokens per expert (not given in the seed; our choice)
