@@ -120,9 +120,9 @@ def embedding_frame(
     Columns: ``x, y, pid, camid, view, view_name, altitude, pitch, distance, kind, path, row``
     where ``row`` is the FeatureSet row and ``kind`` is ``real`` or ``gen:<view name>``.
     With ``include_generated`` every generated view ``gen:<v>`` of the chosen rows adds one
-    point per image, embedded jointly with the real points. Generated features are pre-BNNeck, so
-    ``real_tensor="auto"`` then uses the real ``prebn`` features when the set has them (same space),
-    else ``features``. ``rows`` restricts the images; ``max_points`` subsamples them (seeded).
+    point per image, embedded jointly with the real points. Generated features live in the
+    retrieval space of the real ``features`` (stage 2 maps them through stage 1's neck), so
+    ``real_tensor="auto"`` means ``features``. ``rows`` restricts the images; ``max_points`` subsamples them (seeded).
     ``embed_options`` (``n_neighbors``, ``perplexity``, ``max_iter``) go to ``embed_2d``.
     """
     n = len(fs)
@@ -138,7 +138,7 @@ def embedding_frame(
             "run `agreid generate RUN` first"
         )
     if real_tensor == "auto":
-        real_tensor = "prebn" if gen_views and "prebn" in fs.extras else "features"
+        real_tensor = "features"
     blocks = [_as_numpy(fs.get(real_tensor)[idx])]
     kinds = ["real"] * idx.size
     for v in gen_views:
@@ -148,7 +148,7 @@ def embedding_frame(
     if len(dims) > 1:
         raise ValueError(
             f"embedding_frame: real tensor {real_tensor!r} and generated features have different widths {sorted(dims)}; "
-            "pass real_tensor='prebn' (the pre-BNNeck feature the generator targets)"
+            "pass real_tensor='features' (the space generated features are stored in)"
         )
     xy = embed_2d(np.concatenate(blocks), method=method, seed=seed, pca_dims=pca_dims, **embed_options)
     base = pd.DataFrame([_record_columns(fs.records[int(i)]) for i in idx])

@@ -7,7 +7,8 @@ atomically, the JSON last, so a reader either sees a complete pair or an error t
 Tensor names:
 - ``features``: the retrieval feature per image (N, D);
 - per-image extras (first dimension N), e.g. ``prebn``, ``id_cond`` (N, L-1, D), ``view_token``,
-  ``features_flip``, and generated features ``gen:<view id>`` (N, D) written by stage 2;
+  ``features_flip``, and generated features ``gen:<view id>`` (N, D) written by stage 2 (in the
+  retrieval space of ``features``: stage 2 maps them through stage 1's BNNeck);
 - globals (any shape), e.g. ``view_centres`` (V, D), stored under the prefix ``global/``.
 """
 
@@ -124,8 +125,8 @@ class FeatureSet:
 
         ``real``: the real feature; ``gen:<view>`` (name or id): one generated view; ``gen:all``:
         every generated view concatenated; ``real+gen``: real then every generated view (SD-ReID's
-        descriptor). Each part is L2-normalised before concatenation so that real (post-BNNeck)
-        and generated (pre-BNNeck) features weigh equally under the cosine distance.
+        descriptor). Each part is L2-normalised before concatenation so that every view weighs
+        equally under the cosine distance.
         """
         parts = [self.get(name) for name in self.mode_parts(mode)]
         if rows is not None:

@@ -42,7 +42,7 @@ FEATURE_MODES_HELP = "real: the stage-1 feature; gen:<view>: one generated view;
 # An embedder maps one RGB image to the model's embed() outputs for a batch of one
 # (``features`` and, for SD-ReID, ``prebn``, ``id_cond``, ``view_token``).
 Embedder = Callable[["PIL.Image.Image"], dict[str, torch.Tensor]]
-# A generator maps ID conditions (B, L-1, D) to generated pre-BNNeck features per target view.
+# A generator maps ID conditions (B, L-1, D) to generated features (retrieval space) per target view.
 Generator = Callable[[torch.Tensor, int, float], dict[int, torch.Tensor]]
 
 

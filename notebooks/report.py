@@ -181,7 +181,7 @@ display(tt.style.format(precision=2))
 shown = tradeoff[tradeoff["mode"] == "real+gen"].drop(columns="mINP")
 fig = viz.tradeoff_figure(shown if len(shown) else tradeoff, highlight_tau=gen.get("tau"),
                           title="Accuracy (real + generated) and generation cost vs tau (dotted: the tables' tau)")
-fig.update_xaxes(type="log")
+fig.update_xaxes(type="log", tickvals=sorted(tradeoff["tau"].unique().tolist()))
 fig.update_layout(legend=dict(orientation="v", x=1.1, y=1, yanchor="top"), margin=dict(t=60))
 show(fig, "timestep_tradeoff")
 

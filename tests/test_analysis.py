@@ -149,7 +149,7 @@ def test_embedding_frame_real_and_generated(tiny):
     both = analysis.embedding_frame(fs, method="pca", include_generated=True, rows=range(0, 24, 2))
     assert len(both) == 36
     assert both.kind.value_counts().to_dict() == {"real": 12, "gen:aerial": 12, "gen:ground": 12}
-    assert both.attrs["real_tensor"] == "prebn"  # generated features live in the pre-BNNeck space
+    assert both.attrs["real_tensor"] == "features"  # generated features live in the retrieval space
     assert (both[both.kind == "gen:aerial"].row.to_numpy() == np.arange(0, 24, 2)).all()
 
     sub = analysis.embedding_frame(fs, method="pca", max_points=10, seed=1)

@@ -57,8 +57,39 @@ class SDReIDStage2(nn.Module):
         )
         # Frozen stage-1 per-view memory centres, saved with the stage-2 checkpoint.
         self.register_buffer("view_centres", torch.zeros(config.num_views, config.dim))
+        # Per-dimension statistics of the stage-1 training targets. Pre-BNNeck features share a large
+        # common component (cosine ~0.999 between different people for a small from-scratch ViT), so
+        # diffusing them raw spends the model on that constant and drowns the identity-bearing residual:
+        # the target is standardised (an affine reparametrisation, like SD's latent scaling).
+        self.register_buffer("target_mean", torch.zeros(config.dim))
+        self.register_buffer("target_std", torch.ones(config.dim))
+        # Stage 1's BNNeck in eval mode is a per-dimension affine map pre-BN -> retrieval feature; applying
+        # it to generated features puts them in the same space as the real feature they are compared with.
+        self.register_buffer("neck_scale", torch.ones(config.dim))
+        self.register_buffer("neck_shift", torch.zeros(config.dim))
         if config.unet_path:
             freeze_for_sd_preset(self.unet)
+
+    # ---- feature spaces ------------------------------------------------------------------
+    @torch.no_grad()
+    def fit_feature_spaces(self, prebn: torch.Tensor, retrieval: torch.Tensor) -> None:
+        """Set the target statistics and the neck affine from stage-1 training features (N, D) each."""
+        prebn, retrieval = prebn.double(), retrieval.double()
+        mean, std = prebn.mean(0), prebn.std(0).clamp_min(1e-6)
+        self.target_mean.copy_(mean.float())
+        self.target_std.copy_(std.float())
+        # least squares per dimension: retrieval = scale * prebn + shift (exact for a BatchNorm in eval mode)
+        centred = prebn - mean
+        scale = (centred * (retrieval - retrieval.mean(0))).mean(0) / centred.pow(2).mean(0).clamp_min(1e-12)
+        self.neck_scale.copy_(scale.float())
+        self.neck_shift.copy_((retrieval.mean(0) - scale * mean).float())
+
+    def standardise(self, prebn: torch.Tensor) -> torch.Tensor:
+        return (prebn - self.target_mean) / self.target_std
+
+    def to_retrieval(self, standardised: torch.Tensor) -> torch.Tensor:
+        """Generated (standardised) features -> stage-1 retrieval space (pre-BN un-standardised, then the neck)."""
+        return (standardised * self.target_std + self.target_mean) * self.neck_scale + self.neck_shift
 
     # ---- conditions ----------------------------------------------------------------------
     def context(self, id_cond: torch.Tensor, view_centre: torch.Tensor) -> torch.Tensor:

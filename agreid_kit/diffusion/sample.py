@@ -53,7 +53,10 @@ def generate_latent_features(
     amp: bool = True,
     progress: bool = True,
 ) -> dict[int, torch.Tensor]:
-    """{view: (N, D) generated pre-BNNeck features} from stage-1 ID-condition tokens (N, L-1, D)."""
+    """{view: (N, D) generated features} from stage-1 ID-condition tokens (N, L-1, D).
+
+    The UNet generates standardised pre-BNNeck features; they are returned in the stage-1 retrieval
+    space (un-standardised, then stage 1's neck), the space of the real feature they are compared with."""
     from tqdm.auto import tqdm
 
     from agreid_kit.diffusion.model import from_latent
@@ -106,7 +109,7 @@ def generate_latent_features(
                 eps_u, eps_c = eps.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             x = scheduler.step(eps, t, x, generator=gen).prev_sample
-        out[:, rows] = from_latent(x.float()).view(V, b, -1).cpu()
+        out[:, rows] = model.to_retrieval(from_latent(x.float())).view(V, b, -1).cpu()
     return {v: out[i] for i, v in enumerate(views)}
 
 

@@ -172,7 +172,7 @@ def train_epoch(model, batch_iter, optimizer, scaler, device, cfg: Stage2Config,
         pick = lambda name: torch.where(  # noqa: E731 - original or flipped image's cached tensor
             flip.view(-1, *([1] * (train[name].ndim - 1))), train[name + "_flip"][rows], train[name][rows]
         )
-        x0 = to_latent(pick("prebn"), model.latent)
+        x0 = to_latent(model.standardise(pick("prebn").to(model.target_mean.device)).cpu(), model.latent)
         id_cond, token = pick("id_cond"), pick("view_token")
         views = train["views"][rows]
         t = sample_timesteps(b, T, cfg.timestep_sampling, generator)
@@ -225,6 +225,12 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     seed_everything(cfg.seed)
     model = SDReIDStage2(mcfg)
     model.view_centres.copy_(s1.view_centres)
+    tr_fs = s1.train
+    if "features_flip" in tr_fs.extras:
+        model.fit_feature_spaces(torch.cat([tr_fs.extras["prebn"], tr_fs.extras["prebn_flip"]]),
+                                 torch.cat([tr_fs.features, tr_fs.extras["features_flip"]]))
+    else:
+        model.fit_feature_spaces(tr_fs.extras["prebn"], tr_fs.features)
     model.to(device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
