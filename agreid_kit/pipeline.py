@@ -49,7 +49,7 @@ RUN_LABELS = {"vit": "ViT baseline", "sdreid": "SD-ReID stage 1", "stage2": "SD-
 # Budgets per SynthAG preset, sized for the 20-minute target on 2 CPU cores (small) and for CI (tiny).
 # Measured on the 2-core machine: see README / the report's timings table for the actual figures.
 JOB_PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(epochs=6, stage2_epochs=16, max_iters_per_epoch=None, taus=[1, 2, 5, 10, 20, 50],
+    "small": dict(epochs=6, stage2_epochs=40, max_iters_per_epoch=None, taus=[1, 2, 5, 10, 20, 50],
                   tradeoff_protocols=["ALL", "A<->G"], tradeoff_max_ids=100, embed_method="umap", embed_max_points=1200,
                   n_rank_queries=3),
     "tiny": dict(epochs=2, stage2_epochs=3, max_iters_per_epoch=None, taus=[1, 2, 5],
