@@ -721,8 +721,8 @@ class RankingBackend:
         q = result.query_parts if result is not None else {}
         # Generated points only when the query has them too (an upload ranked in mode real has none).
         include_gen = bool(gens) and (result is None or all(g in q for g in gens))
-        # Generated features are pre-BNNeck: embed them with the real pre-BNNeck feature (same space).
-        real_tensor = "prebn" if include_gen and "prebn" in self.fs.extras else "features"
+        # Generated features live in the real feature's retrieval space: embed them together.
+        real_tensor = "features"
         rows = grows.numpy()
         if len(rows) > max_points:
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_points, replace=False))
@@ -870,7 +870,7 @@ def run_embedder(stage1_dir: str | os.PathLike) -> Embedder:
 
 
 def run_generator(stage2_dir: str | os.PathLike, seed: int | None = None) -> Generator:
-    """Generate every view's pre-BNNeck feature from ID conditions with a stage-2 run's model.
+    """Generate every view's feature (retrieval space) from ID conditions with a stage-2 run's model.
 
     Sampler, timestep spacing and seed follow the generation recorded with the run's test features,
     so a live query is generated the way its gallery was.

@@ -68,13 +68,13 @@ for colour in dict.fromkeys([color_by, "kind", "view_name"]):
 
 # %% [markdown]
 # ## How close are generated features to the real ones?
-# Cosine similarity of each generated view to the real pre-BNNeck feature of the same image, split by the
+# Cosine similarity of each generated view to the real (retrieval) feature of the same image, split by the
 # image's own view (a generated *aerial* feature of an aerial image should sit close to its real feature).
 
 # %%
 rows = []
 if has_gen:
-    real = torch.nn.functional.normalize(fs.get("prebn" if "prebn" in fs.extras else "features").float(), dim=1)
+    real = torch.nn.functional.normalize(fs.get("features").float(), dim=1)
     for v in fs.generated_views():
         g = torch.nn.functional.normalize(fs.get(f"gen:{v}").float(), dim=1)
         cos = (real * g).sum(1)

@@ -187,7 +187,7 @@ show(fig, "timestep_tradeoff")
 
 # %% [markdown]
 # ## 4. Real and generated features in 2-D (Fig. 6)
-# Real pre-BNNeck features (circles) and the features generated for each view (diamonds) of a seeded
+# Real retrieval features (circles) and the features generated for each view (diamonds) of a seeded
 # subsample of test images, embedded jointly.
 
 # %%

@@ -1,7 +1,7 @@
 """``SDReIDStage2``: condition learner + View-Refine Decoder + UNet, as one module.
 
-The diffusion target is a stage-1 ReID feature (pre-BNNeck, D-dim) reshaped channel-major to a
-(4, H, W) latent (no VAE, no scaling). The model predicts the noise epsilon given a noisy latent,
+The diffusion target is a stage-1 ReID feature (pre-BNNeck, D-dim), standardised per dimension with
+training statistics, reshaped channel-major to a (4, H, W) latent (no VAE). The model predicts the noise epsilon given a noisy latent,
 its timestep, the cross-attention context (from the ID-condition tokens and the target view's
 memory centre) and an instance view token (through the VRD residuals).
 """
