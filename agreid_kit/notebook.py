@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -141,8 +142,19 @@ def execute_notebook(
     return output_path
 
 
+# nbconvert's template loads require.js and MathJax from a CDN, and plotly's first figure asks for MathJax
+# too. The kit's notebooks embed plotly.js themselves and use no LaTeX, so those tags only break offline
+# viewing (require.js would even turn plotly.js into an AMD module that the figures cannot see).
+_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.IGNORECASE)
+
+
+def strip_remote_scripts(html: str) -> str:
+    """``html`` without ``<script src="http(s)://...">`` tags: a self-contained page that works offline."""
+    return _REMOTE_SCRIPT.sub("", html)
+
+
 def notebook_to_html(ipynb: str | os.PathLike, html_path: str | os.PathLike | None = None) -> Path:
-    """Export an executed notebook to one self-contained HTML file (plotly.js embedded, code hidden)."""
+    """Export an executed notebook to one self-contained, offline HTML file (plotly.js embedded, code hidden)."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -152,5 +164,5 @@ def notebook_to_html(ipynb: str | os.PathLike, html_path: str | os.PathLike | No
     html_path = Path(html_path) if html_path else ipynb.with_suffix(".html")
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
-    atomic_write_text(html_path, body)
+    atomic_write_text(html_path, strip_remote_scripts(body))
     return html_path

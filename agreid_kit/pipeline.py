@@ -21,13 +21,13 @@ import dataclasses
 import datetime as _dt
 import json
 import platform
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from agreid_kit.notebook import strip_remote_scripts  # noqa: F401 - part of this module's API
 from agreid_kit.utils.io import atomic_write_json
 
 STEPS = ("data", "vit", "sdreid", "stage2", "evaluate", "tradeoff", "report")
@@ -384,25 +384,11 @@ def report_parameters(cfg: MainJobConfig) -> dict[str, Any]:
     }
 
 
-# nbconvert's template loads require.js and MathJax from a CDN, and plotly's first figure asks for MathJax
-# too. The report embeds plotly.js itself and uses no LaTeX, so those tags only break offline viewing
-# (require.js would even turn plotly.js into an AMD module that the figures cannot see).
-_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']https?://[^\"']*[\"'][^>]*>\s*</script>", re.IGNORECASE)
-
-
-def strip_remote_scripts(html: str) -> str:
-    """``html`` without ``<script src="http(s)://...">`` tags: a self-contained page that works offline."""
-    return _REMOTE_SCRIPT.sub("", html)
-
-
 def export_report_html(ipynb: Path, html: Path) -> Path:
     """The executed report as one offline HTML file (code hidden, plotly.js embedded once)."""
     from agreid_kit.notebook import notebook_to_html
-    from agreid_kit.utils.io import atomic_write_text
 
-    notebook_to_html(ipynb, html)
-    atomic_write_text(html, strip_remote_scripts(html.read_text()))
-    return html
+    return notebook_to_html(ipynb, html)
 
 
 def _step_report(cfg: MainJobConfig, forced: bool) -> bool:
