@@ -263,7 +263,8 @@ def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
     s2 = stage2_config(cfg)
     run_dir = cfg.run_dir("stage2")
     saved = _read_json(run_dir / "config.json")
-    same = saved is not None and _same(saved.get("stage2"), s2.to_dict(), ignore=("resume",))
+    same = (saved is not None and _same(saved.get("stage2"), s2.to_dict(), ignore=("resume",))
+            and _same_stage2_model(saved.get("model"), s2.model))
     finished = False
     if same and _last_epoch(run_dir) >= s2.epochs and (run_dir / "features" / "test.json").is_file():
         finished = bool(FeatureSet.load(run_dir / "features" / "test").generated_views())
@@ -273,6 +274,23 @@ def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
         _remove_run(run_dir, "forced" if forced else "settings changed")
     train_stage2(s2, progress=cfg.progress)  # resumes an interrupted run of the same settings
     return True
+
+
+def _same_stage2_model(saved_model: dict[str, Any] | None, overrides: dict[str, Any]) -> bool:
+    """Whether a saved stage-2 model config is what the current defaults + overrides give.
+
+    The job's stage-2 settings leave the model to its defaults, so a change of those defaults (a
+    new kit version) must retrain the run rather than load a checkpoint of another architecture."""
+    from agreid_kit.diffusion.config import Stage2ModelConfig
+
+    if not saved_model:
+        return False
+    fixed = {k: saved_model[k] for k in ("dim", "num_id_layers", "num_views") if k in saved_model}
+    try:
+        wanted = Stage2ModelConfig(**{**overrides, **fixed}).to_dict()
+    except (TypeError, ValueError):
+        return False
+    return _same(saved_model, wanted)
 
 
 def _run_modes(step: str) -> tuple[str, ...]:

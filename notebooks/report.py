@@ -222,19 +222,23 @@ for order in ("best", "worst"):
 # %% [markdown]
 # ## 6. View-condition similarity (Fig. 14)
 # Cosine similarity of each test image's view token to the per-view centres of stage 1's memory bank,
-# and between instances (sorted by view).
+# and between instances (sorted by view): first as stage 1 emits the tokens, then standardised per
+# dimension, the space stage 2 reads its view conditions in (a small ViT's tokens share a large
+# constant component that makes every raw cosine ~1).
 
 # %%
 from agreid_kit.diffusion.analyses import view_condition_similarity
 
-vc_data, _ = view_condition_similarity(fs["SD-ReID stage 1"], max_instances=200, seed=seed)
-to_c = vc_data["to_centres"]
-vc_stats = to_c.groupby(["view", "centre"])["cosine"].agg(["mean", "std", "count"]).reset_index()
-summary["view_similarity"] = vc_stats.to_dict(orient="records")
-display(vc_stats.style.format(precision=3))
-fig = viz.view_similarity_figure(vc_data)
-fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))  # keep it clear of the colour bar
-show(fig, "view_similarity")
+summary["view_similarity"] = []
+for space in ("raw", "standardised"):
+    vc_data, _ = view_condition_similarity(fs["SD-ReID stage 1"], max_instances=200, seed=seed, space=space)
+    vc_stats = vc_data["to_centres"].groupby(["view", "centre"])["cosine"].agg(["mean", "std", "count"]).reset_index()
+    vc_stats.insert(0, "space", space)
+    summary["view_similarity"] += vc_stats.to_dict(orient="records")
+    display(vc_stats.style.format(precision=3))
+    fig = viz.view_similarity_figure(vc_data, title=f"View-condition similarity ({space} tokens)")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))  # keep it clear of the colour bar
+    show(fig, "view_similarity" if space == "raw" else "view_similarity_standardised")
 
 # %% [markdown]
 # ## 7. Training curves

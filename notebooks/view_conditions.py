@@ -27,6 +27,7 @@ run_dir = "runs/notebooks/sdreid"  # an sdreid stage-1 run (or its stage-2 run: 
 max_instances = 300  # instances in the instance-instance map
 nbins = 40
 seed = 0
+space = "raw"  # raw | standardised (per dimension: the space stage 2 reads its view conditions in)
 out_dir = "runs/notebooks/view_conditions"
 png = "auto"
 guard.freeze(globals())
@@ -47,7 +48,7 @@ from agreid_kit.widgets import ViewConditionMap
 OUT = Path(out_dir)
 OUT.mkdir(parents=True, exist_ok=True)
 fs = FeatureSet.load(Path(run_dir) / "features" / "test")
-data, _ = view_condition_similarity(fs, max_instances=max_instances, seed=seed)
+data, _ = view_condition_similarity(fs, max_instances=max_instances, seed=seed, space=space)
 
 # %%
 display(ViewConditionMap(data, nbins=nbins))
@@ -55,7 +56,7 @@ display(ViewConditionMap(data, nbins=nbins))
 # %%
 stats = data["to_centres"].groupby(["view", "centre"])["cosine"].agg(["mean", "std", "count"]).reset_index()
 display(stats)
-fig = viz.view_similarity_figure(data, nbins=nbins)
+fig = viz.view_similarity_figure(data, nbins=nbins, title=f"View-condition similarity ({space} tokens)")
 figures = viz.save_figure(fig, OUT / "view_similarity", png=png)
 fig.show()
 own = stats[stats["view"] == stats["centre"]]["mean"].mean()

@@ -200,6 +200,77 @@ def test_sampling_is_deterministic_and_chunk_independent(sampler, spacing):
         assert torch.allclose(a[0], d[0], atol=1e-5)
 
 
+def test_conditions_are_standardised_with_training_statistics():
+    """Context and VRD residuals read conditions relative to the stage-1 training statistics."""
+    torch.manual_seed(0)
+    model = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, **TINY_UNET)).eval()
+    idc, tokens = torch.randn(40, 3, 32), torch.randn(40, 32)
+    # a shared offset and a per-dimension scale, as in a small ViT's nearly constant tokens
+    offset, scale = 5.0 * torch.randn(3, 32), torch.rand(32) * 0.1 + 0.01
+    shifted_idc, shifted_tokens = idc * scale + offset, tokens * scale + offset[0]
+    model.fit_condition_spaces(idc, tokens)
+    twin = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, **TINY_UNET)).eval()
+    twin.load_state_dict(model.state_dict())
+    twin.fit_condition_spaces(shifted_idc, shifted_tokens)
+    with torch.no_grad():
+        assert torch.allclose(model.context(idc[:4], tokens[:4]), twin.context(shifted_idc[:4], shifted_tokens[:4]), atol=1e-4)
+        a, b = model.residuals(tokens[:4]), twin.residuals(shifted_tokens[:4])
+        for ra, rb in zip(a["down_intrablock_additional_residuals"], b["down_intrablock_additional_residuals"]):
+            assert torch.allclose(ra, rb, atol=1e-4)
+    standardised = (idc - idc.mean(0)) / idc.std(0)
+    assert torch.allclose((idc - model.id_cond_mean) / model.id_cond_std, standardised, atol=1e-5)
+    # switched off: fitting leaves the identity in place
+    plain = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, standardise_conditions=False, **TINY_UNET))
+    plain.fit_condition_spaces(shifted_idc, shifted_tokens)
+    assert torch.equal(plain.id_cond_std, torch.ones(3, 32)) and torch.equal(plain.view_mean, torch.zeros(32))
+    with pytest.raises(ValueError, match="fit_condition_spaces"):
+        model.fit_condition_spaces(torch.randn(4, 2, 32), torch.randn(4, 32))
+
+
+@pytest.mark.parametrize("guidance", [2.0, 1.0])
+def test_cached_cross_attention_matches_the_unet_and_is_removed_after(guidance, monkeypatch):
+    """Sampling projects the context's K/V once per batch; the features equal the plain UNet's."""
+    import contextlib
+
+    from agreid_kit.diffusion import unet as unet_module
+    from agreid_kit.diffusion.sample import generate_latent_features
+    from agreid_kit.diffusion.unet import StepInvariantCrossAttention, cached_cross_attention
+
+    torch.manual_seed(0)
+    model = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, **TINY_UNET)).eval()
+    with torch.no_grad():
+        model.view_centres.normal_()
+    before = {n: type(m.processor) for n, m in model.unet.named_modules() if n.endswith("attn2")}
+    assert before
+    idc = torch.randn(5, 3, 32)
+    kw = dict(views=[0, 1], tau=3, guidance=guidance, num_train_timesteps=100, seed=3, progress=False)
+    calls = []
+    original_call = StepInvariantCrossAttention.__call__
+
+    def counting_call(self, attn, hidden_states, **kwargs):
+        calls.append(kwargs.get("encoder_hidden_states") is self.context)
+        return original_call(self, attn, hidden_states, **kwargs)
+
+    monkeypatch.setattr(StepInvariantCrossAttention, "__call__", counting_call)
+    cached = generate_latent_features(model, idc, **kw)
+    # every cross-attention call of every step took the cached path (2 layers per level x 2 levels + mid)
+    assert calls and all(calls) and len(calls) == 3 * len(before)
+    assert {n: type(m.processor) for n, m in model.unet.named_modules() if n.endswith("attn2")} == before
+    monkeypatch.setattr(unet_module, "cached_cross_attention", lambda *a, **k: contextlib.nullcontext())
+    plain = generate_latent_features(model, idc, **kw)
+    for v in (0, 1):
+        assert torch.allclose(cached[v], plain[v], atol=1e-5)
+    # a different context (or self-attention) falls through to the layer's own processor
+    ctx = torch.randn(4, 4, 32)
+    other = torch.randn(4, 4, 32)
+    x, t = torch.randn(4, 4, 4, 2), torch.tensor([3] * 4)
+    with torch.no_grad():
+        want = model.unet(x, t, encoder_hidden_states=other).sample
+        with cached_cross_attention(model.unet, ctx):
+            got = model.unet(x, t, encoder_hidden_states=other).sample
+    assert torch.allclose(want, got, atol=1e-6)
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     from agreid_kit.diffusion.sample import generate_latent_features, parse_views
     from agreid_kit.diffusion.train import load_stage1

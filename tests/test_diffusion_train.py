@@ -111,6 +111,20 @@ def test_generate_evaluate_and_analyses(trained, stage1):
     assert own > cross
     assert data["instance_matrix"].shape == (20, 20)
 
+    # Tokens sharing a large constant component: raw cosines are all ~1, standardised ones separate the views.
+    offset = 100.0 * torch.ones(again.extras["view_token"].shape[1])
+    shifted = FeatureSet(again.features, again.records, again.split, again.fingerprint,
+                         {**again.extras, "view_token": again.extras["view_token"] + offset},
+                         {**again.globals, "view_centres": again.globals["view_centres"] + offset}, dict(again.meta))
+    raw, _ = view_condition_similarity(shifted, max_instances=20, space="raw")
+    std, fig3 = view_condition_similarity(shifted, max_instances=20, space="standardised")
+    assert raw["to_centres"]["cosine"].min() > 0.99
+    d = std["to_centres"]
+    assert d[d["view"] == d["centre"]]["cosine"].mean() > d[d["view"] != d["centre"]]["cosine"].mean() + 0.2
+    assert "standardised" in fig3.layout.title.text
+    with pytest.raises(ValueError, match="space"):
+        view_condition_similarity(again, space="whitened")
+
 
 def test_cli_generate(trained, capsys):
     from agreid_kit.cli import main

@@ -145,8 +145,9 @@ def test_view_conditions(job, tmp_path):
     # The one notebook test that also asks for PNGs (one figure: a single kaleido/Chromium start).
     png = "require" if find_browser() else "skip"
     run_nb("view_conditions", {"run_dir": job["sdreid"], "max_instances": 40, "out_dir": str(tmp_path / "vc"),
-                               "png": png}, tmp_path)
+                               "png": png, "space": "standardised"}, tmp_path)
     s = read(tmp_path / "vc" / "view_conditions.json")
+    assert s["parameters"]["space"] == "standardised"
     assert {(r["view"], r["centre"]) for r in s["stats"]} == {(v, c) for v in ("aerial", "ground") for c in ("aerial", "ground")}
     assert all(-1.0 <= r["mean"] <= 1.0 and r["count"] > 0 for r in s["stats"])
     assert 0 < s["instances"] <= 40

@@ -51,8 +51,8 @@ def test_main_job_writes_the_report_and_its_evidence(job):
     assert summary["embedding"]["points"] == 3 * cfg.embed_max_points  # real + two generated views
     assert len(summary["best_queries"]) == len(summary["worst_queries"]) == cfg.n_rank_queries
     assert summary["best_queries"][0]["ap"] >= summary["worst_queries"][0]["ap"]
-    assert {(r["view"], r["centre"]) for r in summary["view_similarity"]} == {
-        (v, c) for v in ("aerial", "ground") for c in ("aerial", "ground")}
+    assert {(r["space"], r["view"], r["centre"]) for r in summary["view_similarity"]} == {
+        (s, v, c) for s in ("raw", "standardised") for v in ("aerial", "ground") for c in ("aerial", "ground")}
     assert {r["by"] for r in summary["accuracy_by_geometry"]} == {"altitude", "pitch"}
     assert summary["versions"]["torch"] and summary["parameters"]["embed_method"] == "pca"
     for f in summary["figures"]:
@@ -90,6 +90,17 @@ def test_forced_steps_follow_dependencies(job):
     assert pipeline._step_evaluate(changed, forced=False) is True
     assert pipeline._step_evaluate(changed, forced=False) is False
     assert pipeline._step_evaluate(cfg, forced=False) is True  # back to the job's own settings
+
+
+def test_stage2_run_of_other_model_defaults_is_not_reused(job):
+    """A stage-2 run saved by a kit with other model defaults is retrained, not loaded."""
+    cfg, _ = job
+    saved = json.loads((cfg.run_dir("stage2") / "config.json").read_text())["model"]
+    assert pipeline._same_stage2_model(saved, {})
+    assert not pipeline._same_stage2_model({**saved, "unet_channels": [8, 8, 8]}, {})
+    older = {k: v for k, v in saved.items() if k != "standardise_conditions"}  # saved before that field existed
+    assert not pipeline._same_stage2_model(older, {})
+    assert not pipeline._same_stage2_model(None, {})
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -108,10 +108,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(a.float(), dim=1) @ torch.nn.functional.normalize(b.float(), dim=1).T
 
 
-def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: int = 0):
+def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: int = 0, space: str = "raw"):
     """Cosine similarity of instance view tokens to every view centre, per instance view (Fig. 14).
 
-    Returns ``({"to_centres": DataFrame[view, centre, cosine], "instance_matrix": (M, M) array,
+    ``space``: ``raw`` (the tokens as stage 1 emits them) or ``standardised`` (per dimension, with the
+    mean and std of this FeatureSet's tokens: the space stage 2's conditions live in, where a shared
+    constant component no longer hides how the views differ). Returns ``({"to_centres": DataFrame[view, centre, cosine], "instance_matrix": (M, M) array,
     "instance_views": (M,) array}, Figure)``; the instance map uses up to ``max_instances`` tokens
     sampled evenly per view and sorted by view.
     """
@@ -122,7 +124,12 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
 
     if "view_token" not in fs.extras or "view_centres" not in fs.globals:
         raise ValueError(f"FeatureSet {fs.split!r} needs the sdreid extra 'view_token' and global 'view_centres'")
-    tokens, centres, views = fs.extras["view_token"], fs.globals["view_centres"], fs.views
+    if space not in ("raw", "standardised"):
+        raise ValueError(f"space must be 'raw' or 'standardised', got {space!r}")
+    tokens, centres, views = fs.extras["view_token"].float(), fs.globals["view_centres"].float(), fs.views
+    if space == "standardised":
+        mean, std = tokens.mean(0), tokens.std(0).clamp_min(1e-6)
+        tokens, centres = (tokens - mean) / std, (centres - mean) / std
     sims = _cosine(tokens, centres)  # (N, V)
     rows = [
         {"view": VIEW_NAMES[int(v)], "centre": VIEW_NAMES[c], "cosine": float(s)}
@@ -148,7 +155,7 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
                                 meanline_visible=True, legendgroup=VIEW_NAMES[c]), row=1, col=1)
     labels = [f"{VIEW_NAMES[v]} #{i}" for i, v in enumerate(inst_views)]
     fig.add_trace(go.Heatmap(z=mat, x=labels, y=labels, colorscale="RdBu", zmid=0, colorbar=dict(title="cos")), row=1, col=2)
-    fig.update_layout(violinmode="group", title="View-condition similarity (instance view tokens)")
+    fig.update_layout(violinmode="group", title=f"View-condition similarity (instance view tokens, {space})")
     fig.update_xaxes(title_text="instance view", row=1, col=1)
     fig.update_yaxes(title_text="cosine similarity", row=1, col=1)
     fig.update_xaxes(showticklabels=False, row=1, col=2)

@@ -86,14 +86,22 @@ class Stage2ModelConfig:
     vrd_mechanism: str = "conv"
     vrd_location: str = "down"
     unet_path: str | None = None
-    # Small UNet: sized so that tau = 5 x 2 views x 2 CFG branches costs about one stage-1 (cpu preset)
-    # extraction: 9.3 MFLOP per UNet call x 20 = 0.19 GFLOP per image vs 0.19 for the 6-block 192-d ViT
-    # at 128x64 (cross-attention at the 8x6 level alone would add ~40%, so it sits at 4x3 and 2x2).
-    unet_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    # Small UNet, sized by measurement on SynthAG-small (cpu preset, 2-core CPU): 16 channels at every
+    # level generate as well as [16, 32, 32] (gen:all / real+gen mAP within 0.1) at 0.40x of a stage-1
+    # extraction's FLOPs for tau = 5 x 2 views x 2 CFG branches; its many small ops run at about half
+    # the ViT's FLOP rate, so that is 0.9x of an extraction on the clock (bench/generate_speed.py).
+    # 8 channels at the 8x6 level (one channel per GroupNorm group) lose 40% of the generated features'
+    # mAP. Cross-attention sits at 4x3 and 2x2 (at 8x6 it would add ~40%).
+    unet_channels: list[int] = field(default_factory=lambda: [16, 16, 16])
     unet_cross_attention: list[bool] = field(default_factory=lambda: [False, True, True])
     unet_layers_per_block: int = 1
     unet_heads: int = 1
     unet_norm_groups: int = 8
+    # Standardise the conditions per dimension with stage-1 training statistics (ID-condition tokens
+    # per layer, view tokens and centres). A small from-scratch ViT's tokens share a large constant
+    # component (mean cosine 0.98-0.9996 between people; view tokens of both views ~1.0), which the
+    # learner's LayerNorm does not remove; the affine reparametrisation exposes the varying part.
+    standardise_conditions: bool = True
 
     def __post_init__(self) -> None:
         latent_shape(self.dim)  # validates D

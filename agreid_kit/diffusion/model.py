@@ -67,6 +67,11 @@ class SDReIDStage2(nn.Module):
         # it to generated features puts them in the same space as the real feature they are compared with.
         self.register_buffer("neck_scale", torch.ones(config.dim))
         self.register_buffer("neck_shift", torch.zeros(config.dim))
+        # Per-dimension statistics of the conditions (identity until fit_condition_spaces).
+        self.register_buffer("id_cond_mean", torch.zeros(config.num_id_layers, config.dim))
+        self.register_buffer("id_cond_std", torch.ones(config.num_id_layers, config.dim))
+        self.register_buffer("view_mean", torch.zeros(config.dim))
+        self.register_buffer("view_std", torch.ones(config.dim))
         if config.unet_path:
             freeze_for_sd_preset(self.unet)
 
@@ -84,6 +89,25 @@ class SDReIDStage2(nn.Module):
         self.neck_scale.copy_(scale.float())
         self.neck_shift.copy_((retrieval.mean(0) - scale * mean).float())
 
+    @torch.no_grad()
+    def fit_condition_spaces(self, id_cond: torch.Tensor, view_tokens: torch.Tensor) -> None:
+        """Condition statistics from stage-1 training tokens: id_cond (N, L-1, D), view tokens (N, D).
+
+        A no-op when ``config.standardise_conditions`` is off (the buffers stay the identity)."""
+        if not self.config.standardise_conditions:
+            return
+        if id_cond.shape[1:] != self.id_cond_mean.shape or view_tokens.shape[1:] != self.view_mean.shape:
+            raise ValueError(
+                f"fit_condition_spaces: expected id_cond (N, {self.config.num_id_layers}, {self.config.dim}) and view "
+                f"tokens (N, {self.config.dim}), got {tuple(id_cond.shape)} and {tuple(view_tokens.shape)}"
+            )
+        id_cond, view_tokens = id_cond.double(), view_tokens.double()
+        # floor: a dimension that never varies stays ~0 instead of blowing up rounding noise
+        self.id_cond_mean.copy_(id_cond.mean(0).float())
+        self.id_cond_std.copy_(id_cond.std(0).clamp_min(1e-6).float())
+        self.view_mean.copy_(view_tokens.mean(0).float())
+        self.view_std.copy_(view_tokens.std(0).clamp_min(1e-6).float())
+
     def standardise(self, prebn: torch.Tensor) -> torch.Tensor:
         return (prebn - self.target_mean) / self.target_std
 
@@ -99,11 +123,17 @@ class SDReIDStage2(nn.Module):
                 f"id_cond must be (B, {self.config.num_id_layers}, {self.config.dim}) (the stage-1 ID-condition "
                 f"tokens), got {tuple(id_cond.shape)}"
             )
-        return self.learner(id_cond[:, self.id_layers], view_centre)
+        id_cond = (id_cond - self.id_cond_mean) / self.id_cond_std
+        return self.learner(id_cond[:, self.id_layers], self.standardise_view(view_centre))
+
+    def standardise_view(self, view: torch.Tensor) -> torch.Tensor:
+        """A view token or centre in the standardised view space the learner and the VRD read."""
+        return (view - self.view_mean) / self.view_std
 
     def residuals(self, view_token: torch.Tensor) -> dict[str, object]:
         """UNet keyword arguments carrying the VRD residuals for the configured locations."""
         kw: dict[str, object] = {}
+        view_token = self.standardise_view(view_token)
         if self.vrd_down is not None:
             kw["down_intrablock_additional_residuals"] = self.vrd_down(view_token)
         if self.vrd_up is not None:

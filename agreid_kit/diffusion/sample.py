@@ -4,7 +4,8 @@ Per image and target view v, both the view token of the condition learner and th
 token are the memory centre c_v (an image's features under other views do not exist at test).
 One batched UNet call per denoising step carries all views x both CFG branches; the unconditional
 branch uses the learned null context that CFG dropout trained. The VRD residuals are applied at
-every step. Initial noise is drawn once for all (view, image) pairs from a seeded generator, so a
+every step, and the cross-attention keys/values of the context, which no step changes, are
+projected once per batch (the null branch's once: it is one context repeated). Initial noise is drawn once for all (view, image) pairs from a seeded generator, so a
 feature does not depend on the chunk size; DDIM (eta = 0) is then fully deterministic, DDPM draws
 its per-step noise from the same generator (deterministic for a given batch size on CPU).
 """
@@ -61,6 +62,7 @@ def generate_latent_features(
 
     from agreid_kit.diffusion.model import from_latent
     from agreid_kit.diffusion.schedule import make_scheduler
+    from agreid_kit.diffusion.unet import cached_cross_attention
 
     if tau < 1:
         raise ValueError(f"tau (number of denoising steps) must be >= 1, got {tau}")
@@ -96,19 +98,22 @@ def generate_latent_features(
         residuals = model.residuals(tokens)
         x = init[:, rows].reshape(V * b, *latent).to(device)
         scheduler.set_timesteps(tau, device=device)
-        for t in scheduler.timesteps:
-            inp = torch.cat([x, x]) if cfg else x
-            inp = scheduler.scale_model_input(inp, t)
-            tt = t.expand(inp.shape[0]).to(device)
-            if autocast is not None:
-                with autocast:
-                    eps = model.denoise(inp, tt, ctx, residuals).float()
-            else:
-                eps = model.denoise(inp, tt, ctx, residuals)
-            if cfg:
-                eps_u, eps_c = eps.chunk(2)
-                eps = eps_u + guidance * (eps_c - eps_u)
-            x = scheduler.step(eps, t, x, generator=gen).prev_sample
+        # The context is fixed for the whole denoising loop: its cross-attention K/V are projected once
+        # (the null branch's once per batch, it is one context repeated).
+        with cached_cross_attention(model.unet, ctx, shared_rows=V * b if cfg else 0):
+            for t in scheduler.timesteps:
+                inp = torch.cat([x, x]) if cfg else x
+                inp = scheduler.scale_model_input(inp, t)
+                tt = t.expand(inp.shape[0]).to(device)
+                if autocast is not None:
+                    with autocast:
+                        eps = model.denoise(inp, tt, ctx, residuals).float()
+                else:
+                    eps = model.denoise(inp, tt, ctx, residuals)
+                if cfg:
+                    eps_u, eps_c = eps.chunk(2)
+                    eps = eps_u + guidance * (eps_c - eps_u)
+                x = scheduler.step(eps, t, x, generator=gen).prev_sample
         out[:, rows] = model.to_retrieval(from_latent(x.float())).view(V, b, -1).cpu()
     return {v: out[i] for i, v in enumerate(views)}
 

@@ -231,6 +231,9 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
                                  torch.cat([tr_fs.features, tr_fs.extras["features_flip"]]))
     else:
         model.fit_feature_spaces(tr_fs.extras["prebn"], tr_fs.features)
+    # The flipped tokens are training inputs too (flip augmentation), so they enter the statistics.
+    model.fit_condition_spaces(torch.cat([tr_fs.extras["id_cond"], tr_fs.extras["id_cond_flip"]]),
+                               torch.cat([tr_fs.extras["view_token"], tr_fs.extras["view_token_flip"]]))
     model.to(device)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_scaler = device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()

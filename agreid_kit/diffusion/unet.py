@@ -1,7 +1,8 @@
 """The denoiser: a diffusers ``UNet2DConditionModel``, small-from-config or a local SD-1.5 ``unet/``.
 
-Small (default): built from kwargs for the (4, H, W) latent of a D-dim feature, cross-attention in
-every down/up block (the 8x6 -> 4x3 -> 2x2 levels of the 192-d cpu preset all exist), trained fully.
+Small (default): built from kwargs for the (4, H, W) latent of a D-dim feature (the 8x6 -> 4x3 -> 2x2
+levels of the 192-d cpu preset), cross-attention at the levels ``cross_attention`` selects, trained fully.
+Sampling projects the fixed context's cross-attention K/V once per batch (``cached_cross_attention``).
 SD-1.5 (``unet_path``): loaded from ``PATH/unet`` with ``local_files_only``; the paper trains only the
 cross-attention K/V projections of the up blocks that have cross-attention (10.3 M parameters).
 """
@@ -87,3 +88,92 @@ def freeze_for_sd_preset(unet: nn.Module) -> int:
     if n == 0:
         raise ValueError("SD preset: the UNet has no up-block cross-attention (attn2.to_k / to_v) to train")
     return n
+
+
+class StepInvariantCrossAttention:
+    """Cross-attention processor whose keys/values are computed once per sampling batch.
+
+    In sampling the context (condition learner output and the learned null context) is the same at
+    every denoising step, yet a UNet call recomputes ``to_k`` / ``to_v`` of it in every cross-attention
+    layer: for a feature-sized latent (4x3 and 2x2 token maps against 13 context tokens) those two
+    projections are the largest matmuls of the step. This processor holds K/V for one context tensor
+    (matched by identity); rows ``[:shared_rows]`` hold one repeated context (CFG's null branch), so
+    their K/V are projected once and broadcast. Anything else (self-attention, another context, a
+    mask, norms this shortcut does not cover) falls through to the layer's own processor, so the
+    output is the layer's output either way.
+    """
+
+    def __init__(self, base, context, key: "torch.Tensor", value: "torch.Tensor") -> None:
+        self.base = base
+        self.context = context
+        self.key, self.value = key, value
+
+    @classmethod
+    def build(cls, attn, context: "torch.Tensor", shared_rows: int = 0):
+        import torch
+
+        ctx = attn.norm_encoder_hidden_states(context) if attn.norm_cross else context
+        b = ctx.shape[0]
+
+        def project(linear):
+            if shared_rows:
+                shared = linear(ctx[:1]).expand(shared_rows, -1, -1)
+                return torch.cat([shared, linear(ctx[shared_rows:])])
+            return linear(ctx)
+
+        key, value = project(attn.to_k), project(attn.to_v)
+        head_dim = key.shape[-1] // attn.heads
+        key = key.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        return cls(attn.processor, context, key, value)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        import torch.nn.functional as F
+
+        if (encoder_hidden_states is not self.context or attention_mask is not None or args or kwargs
+                or attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_q is not None
+                or attn.residual_connection or hidden_states.shape[0] != self.key.shape[0]):
+            return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        four_d = hidden_states.ndim == 4
+        if four_d:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        b = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        head_dim = query.shape[-1] // attn.heads
+        query = query.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(query, self.key.to(query.dtype), self.value.to(query.dtype))
+        out = out.transpose(1, 2).reshape(b, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if four_d:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        return out / attn.rescale_output_factor
+
+
+class cached_cross_attention:
+    """``with cached_cross_attention(unet, context, shared_rows):`` K/V of ``context`` projected once.
+
+    Installs :class:`StepInvariantCrossAttention` on every cross-attention layer (``attn2``) for the
+    duration of the block and restores the original processors afterwards, also on error.
+    """
+
+    def __init__(self, unet: nn.Module, context, shared_rows: int = 0) -> None:
+        self.unet, self.context, self.shared_rows = unet, context, shared_rows
+        self._saved: list = []
+
+    def __enter__(self):
+        import torch
+
+        with torch.no_grad():
+            for name, module in self.unet.named_modules():
+                if name.endswith("attn2") and hasattr(module, "processor") and getattr(module, "is_cross_attention", True):
+                    self._saved.append((module, module.processor))
+                    module.processor = StepInvariantCrossAttention.build(module, self.context, self.shared_rows)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, processor in self._saved:
+            module.processor = processor
+        self._saved.clear()
