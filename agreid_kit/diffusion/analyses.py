@@ -113,7 +113,9 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
 
     ``space``: ``raw`` (the tokens as stage 1 emits them) or ``standardised`` (per dimension, with the
     mean and std of this FeatureSet's tokens: the space stage 2's conditions live in, where a shared
-    constant component no longer hides how the views differ). Returns ``({"to_centres": DataFrame[view, centre, cosine], "instance_matrix": (M, M) array,
+    constant component no longer hides how the views differ).
+
+    Returns ``({"to_centres": DataFrame[view, centre, cosine], "instance_matrix": (M, M) array,
     "instance_views": (M,) array}, Figure)``; the instance map uses up to ``max_instances`` tokens
     sampled evenly per view and sorted by view.
     """
@@ -128,7 +130,9 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
         raise ValueError(f"space must be 'raw' or 'standardised', got {space!r}")
     tokens, centres, views = fs.extras["view_token"].float(), fs.globals["view_centres"].float(), fs.views
     if space == "standardised":
-        mean, std = tokens.mean(0), tokens.std(0).clamp_min(1e-6)
+        from agreid_kit.diffusion.model import moments
+
+        mean, std = (m.float() for m in moments(tokens))
         tokens, centres = (tokens - mean) / std, (centres - mean) / std
     sims = _cosine(tokens, centres)  # (N, V)
     rows = [

@@ -25,6 +25,13 @@ def from_latent(latents: torch.Tensor) -> torch.Tensor:
     return latents.reshape(latents.shape[0], -1)
 
 
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the first axis, in double precision; the std is floored so a
+    dimension that never varies maps to ~0 instead of amplifying rounding noise."""
+    x = x.double()
+    return x.mean(0), x.std(0).clamp_min(1e-6)
+
+
 class SDReIDStage2(nn.Module):
     def __init__(self, config: Stage2ModelConfig, load_unet_weights: bool = True, unet: nn.Module | None = None) -> None:
         """``unet``: a prebuilt UNet2DConditionModel to use instead (benchmarks: SD-1.5-shaped, random weights)."""
@@ -80,7 +87,7 @@ class SDReIDStage2(nn.Module):
     def fit_feature_spaces(self, prebn: torch.Tensor, retrieval: torch.Tensor) -> None:
         """Set the target statistics and the neck affine from stage-1 training features (N, D) each."""
         prebn, retrieval = prebn.double(), retrieval.double()
-        mean, std = prebn.mean(0), prebn.std(0).clamp_min(1e-6)
+        mean, std = moments(prebn)
         self.target_mean.copy_(mean.float())
         self.target_std.copy_(std.float())
         # least squares per dimension: retrieval = scale * prebn + shift (exact for a BatchNorm in eval mode)
@@ -101,12 +108,11 @@ class SDReIDStage2(nn.Module):
                 f"fit_condition_spaces: expected id_cond (N, {self.config.num_id_layers}, {self.config.dim}) and view "
                 f"tokens (N, {self.config.dim}), got {tuple(id_cond.shape)} and {tuple(view_tokens.shape)}"
             )
-        id_cond, view_tokens = id_cond.double(), view_tokens.double()
-        # floor: a dimension that never varies stays ~0 instead of blowing up rounding noise
-        self.id_cond_mean.copy_(id_cond.mean(0).float())
-        self.id_cond_std.copy_(id_cond.std(0).clamp_min(1e-6).float())
-        self.view_mean.copy_(view_tokens.mean(0).float())
-        self.view_std.copy_(view_tokens.std(0).clamp_min(1e-6).float())
+        for (mean_buf, std_buf), x in (((self.id_cond_mean, self.id_cond_std), id_cond),
+                                       ((self.view_mean, self.view_std), view_tokens)):
+            mean, std = moments(x)
+            mean_buf.copy_(mean.float())
+            std_buf.copy_(std.float())
 
     def standardise(self, prebn: torch.Tensor) -> torch.Tensor:
         return (prebn - self.target_mean) / self.target_std

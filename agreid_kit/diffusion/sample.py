@@ -5,9 +5,10 @@ token are the memory centre c_v (an image's features under other views do not ex
 One batched UNet call per denoising step carries all views x both CFG branches; the unconditional
 branch uses the learned null context that CFG dropout trained. The VRD residuals are applied at
 every step, and the cross-attention keys/values of the context, which no step changes, are
-projected once per batch (the null branch's once: it is one context repeated). Initial noise is drawn once for all (view, image) pairs from a seeded generator, so a
-feature does not depend on the chunk size; DDIM (eta = 0) is then fully deterministic, DDPM draws
-its per-step noise from the same generator (deterministic for a given batch size on CPU).
+projected once per batch (the null branch's once: it is one context repeated). Initial noise is
+drawn once for all (view, image) pairs from a seeded generator, so a feature does not depend on the
+chunk size; DDIM (eta = 0) is then fully deterministic, DDPM draws its per-step noise from the same
+generator (deterministic for a given batch size on CPU).
 """
 
 from __future__ import annotations
@@ -98,8 +99,6 @@ def generate_latent_features(
         residuals = model.residuals(tokens)
         x = init[:, rows].reshape(V * b, *latent).to(device)
         scheduler.set_timesteps(tau, device=device)
-        # The context is fixed for the whole denoising loop: its cross-attention K/V are projected once
-        # (the null branch's once per batch, it is one context repeated).
         with cached_cross_attention(model.unet, ctx, shared_rows=V * b if cfg else 0):
             for t in scheduler.timesteps:
                 inp = torch.cat([x, x]) if cfg else x

@@ -10,6 +10,7 @@ cross-attention K/V projections of the up blocks that have cross-attention (10.3
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
@@ -152,28 +153,23 @@ class StepInvariantCrossAttention:
         return out / attn.rescale_output_factor
 
 
-class cached_cross_attention:
+@contextmanager
+def cached_cross_attention(unet: nn.Module, context, shared_rows: int = 0):
     """``with cached_cross_attention(unet, context, shared_rows):`` K/V of ``context`` projected once.
 
     Installs :class:`StepInvariantCrossAttention` on every cross-attention layer (``attn2``) for the
     duration of the block and restores the original processors afterwards, also on error.
     """
+    import torch
 
-    def __init__(self, unet: nn.Module, context, shared_rows: int = 0) -> None:
-        self.unet, self.context, self.shared_rows = unet, context, shared_rows
-        self._saved: list = []
-
-    def __enter__(self):
-        import torch
-
+    saved = []
+    try:
         with torch.no_grad():
-            for name, module in self.unet.named_modules():
+            for name, module in unet.named_modules():
                 if name.endswith("attn2") and hasattr(module, "processor") and getattr(module, "is_cross_attention", True):
-                    self._saved.append((module, module.processor))
-                    module.processor = StepInvariantCrossAttention.build(module, self.context, self.shared_rows)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for module, processor in self._saved:
+                    saved.append((module, module.processor))
+                    module.processor = StepInvariantCrossAttention.build(module, context, shared_rows)
+        yield
+    finally:
+        for module, processor in saved:
             module.processor = processor
-        self._saved.clear()
