@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup test report app bench
+.PHONY: setup test report app bench notebooks lab
 
 setup:
 	bash scripts/setup.sh
@@ -19,3 +19,11 @@ app: setup
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Paired .ipynb copies of the jupytext notebooks (git keeps the .py; JupyterLab and papermill open the .ipynb,
+# and jupytext keeps both in sync on save).
+notebooks: setup
+	.venv/bin/jupytext --sync notebooks/*.py
+
+lab: notebooks
+	.venv/bin/jupyter lab --notebook-dir=. notebooks

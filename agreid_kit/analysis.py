@@ -22,6 +22,8 @@ from agreid_kit.data.records import DatasetSplit, Record
 
 EMBED_METHODS = ("umap", "tsne", "pca")
 GEOMETRY_KEYS = ("altitude", "pitch", "distance", "yaw")
+PER_QUERY_CHUNK = 1024
+"""Queries per distance-matrix product in ``per_query_scores`` and ``rank_list`` (the same blocks in both)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,31 +163,93 @@ def embedding_frame(
     return df
 
 
+def identity_rows(fs, n_ids: int = 8, seed: int = 0, views: Sequence[int] = (0, 1)) -> np.ndarray:
+    """Rows of ``n_ids`` seeded identities of ``fs`` seen in every view of ``views`` (Fig. 6's handful of people)."""
+    by_pid: dict[int, set[int]] = {}
+    for r in fs.records:
+        by_pid.setdefault(int(r.pid), set()).add(int(r.view))
+    eligible = sorted(p for p, v in by_pid.items() if set(views) <= v)
+    if not eligible:
+        raise ValueError(f"identity_rows: no identity of FeatureSet {fs.split!r} is seen in every view of {list(views)}")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(eligible, size=min(n_ids, len(eligible)), replace=False).tolist())
+    return np.array([i for i, r in enumerate(fs.records) if int(r.pid) in chosen], dtype=np.int64)
+
+
+def descriptor_frame(fs, mode: str, rows: Sequence[int], method: str = "umap", seed: int = 0, **embed_options: Any) -> pd.DataFrame:
+    """``embedding_frame``'s columns for one retrieval descriptor (e.g. ``real+gen``, whose width differs
+    from the real feature's, so it gets its own 2-D map); ``kind`` is the mode."""
+    import torch
+
+    idx = np.asarray(rows, dtype=np.int64)
+    xy = embed_2d(_as_numpy(fs.descriptor(mode, torch.as_tensor(idx))), method=method, seed=seed, **embed_options)
+    df = pd.DataFrame([_record_columns(fs.records[int(i)]) for i in idx])
+    df.insert(0, "x", xy[:, 0])
+    df.insert(1, "y", xy[:, 1])
+    df["kind"] = mode
+    df["row"] = idx
+    df.attrs.update(method=method, real_tensor=mode, split=fs.split)
+    return df
+
+
+def cmc_table(fs_by_label: Mapping[str, Any], split: DatasetSplit, modes: Mapping[str, str], max_rank: int = 20) -> pd.DataFrame:
+    """CMC curves (rank 1..``max_rank``) of several FeatureSets on one protocol: ``label, mode, rank, cmc``."""
+    from agreid_kit.features import evaluate_featureset
+
+    rows = []
+    for label, fs in fs_by_label.items():
+        mode = modes.get(label, "real")
+        res = evaluate_featureset(fs, split, mode=mode, max_rank=max_rank)
+        cmc = _as_numpy(res.cmc)[:max_rank]
+        rows += [{"label": label, "mode": mode, "rank": k + 1, "cmc": float(v)} for k, v in enumerate(cmc)]
+    return pd.DataFrame(rows)
+
+
+def accuracy_by_camera(fs, split: DatasetSplit, mode: str = "real", metric: str = "cosine") -> pd.DataFrame:
+    """Rank-1 / mAP / mINP per query camera with its view and geometry (SynthAG: each drone camera flies at
+    one altitude, so per-camera rows are the honest form of "accuracy vs altitude").
+
+    Columns: ``camera, view_name, altitude, pitch, n, n_valid, rank1, mAP, mINP`` (altitude / pitch:
+    the median over the camera's queries; NaN where the records carry none)."""
+    scores = per_query_scores(fs, split, mode, metric)
+    cams = [q.raw_camid if q.raw_camid is not None else q.camid for q in split.query]
+    scores = scores.assign(camera=cams, altitude=[_geometry(q, "altitude") for q in split.query],
+                           pitch=[_geometry(q, "pitch") for q in split.query])
+    out = []
+    for cam, sel in scores.groupby("camera", sort=True):
+        val = sel[sel["valid"]]
+        out.append({
+            "camera": int(cam), "view_name": str(sel["view_name"].iloc[0]),
+            "altitude": float(np.nanmedian(sel["altitude"])) if np.isfinite(sel["altitude"]).any() else math.nan,
+            "pitch": float(np.nanmedian(sel["pitch"])) if np.isfinite(sel["pitch"]).any() else math.nan,
+            "n": int(len(sel)), "n_valid": int(len(val)),
+            "rank1": float((val["first_match_rank"] == 1).mean()) if len(val) else math.nan,
+            "mAP": float(val["ap"].mean()) if len(val) else math.nan,
+            "mINP": float(val["inp"].mean()) if len(val) else math.nan,
+        })
+    return pd.DataFrame(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rank lists
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RankItem:
-    """One displayed gallery item of a query's ranking.
+def __getattr__(name: str):
+    # ``RankItem`` is the evaluator's ranked-item dataclass; resolved lazily so that importing this
+    # module does not import torch.
+    if name == "RankItem":
+        from agreid_kit.eval import RankItem
 
-    ``position`` counts every displayed item (junk included, 1-based); ``rank`` is the rank the
-    metrics use (junk removed), ``None`` for junk items.
-    """
-
-    position: int
-    rank: int | None
-    gallery_index: int
-    record: Record
-    distance: float
-    is_match: bool
-    is_junk: bool
+        return RankItem
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class RankList:
+    """The displayed top of one query's ranking plus its scores (``rank_list``)."""
+
     query_index: int
     query: Record
-    items: list[RankItem]
+    items: list[RankItem]  # agreid_kit.eval.RankItem
     ap: float  # NaN when the query has no valid positive
     inp: float
     first_match_rank: int | None
@@ -201,142 +265,87 @@ class RankList:
         return self.n_positives > 0
 
 
+def _check_query_index(split: DatasetSplit, q: int) -> None:
+    if not 0 <= int(q) < len(split.query):
+        raise IndexError(f"query index {q} is out of range: split {split.dataset!r} [{split.protocol}] has {len(split.query)} queries")
+
+
 def _split_descriptors(fs, split: DatasetSplit, mode: str, query_rows: Sequence[int] | None = None):
     if query_rows is None:
         qrecs = split.query
     else:
         for q in query_rows:
-            if not 0 <= int(q) < len(split.query):
-                raise IndexError(
-                    f"query index {q} is out of range: split {split.dataset!r} [{split.protocol}] has {len(split.query)} queries"
-                )
+            _check_query_index(split, q)
         qrecs = [split.query[int(q)] for q in query_rows]
     qf = fs.descriptor(mode, fs.index_of(qrecs))
     gf = fs.descriptor(mode, fs.index_of(split.gallery))
     return qrecs, qf, gf
 
 
-def _distances(qf, gf, metric: str) -> np.ndarray:
-    from agreid_kit.eval import compute_distance
-
-    d = compute_distance(qf, gf, metric=metric)
-    return d.detach().cpu().double().numpy() if hasattr(d, "detach") else np.asarray(d, dtype=np.float64)
-
-
-def _gallery_rules(split: DatasetSplit) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The protocol's per-query gallery restrictions (e.g. ``A<->G-strict``, CP2108 time modes) as arrays."""
-    from agreid_kit.eval import ranking_inputs
-
-    rules = ranking_inputs(split).get("gallery_rules", [])
-    return [(mode, np.asarray(q), np.asarray(g)) for mode, q, g in rules]
-
-
-def _removed_by_rules(rules, qi: int, n_gallery: int) -> np.ndarray:
-    removed = np.zeros(n_gallery, dtype=bool)
-    for mode, q_codes, g_codes in rules:
-        if mode == "exclude_same":
-            removed |= g_codes == q_codes[qi]
-        elif mode == "require_same":
-            removed |= g_codes != q_codes[qi]
-        else:
-            raise ValueError(f"unknown gallery rule {mode!r}; expected exclude_same or require_same")
-    return removed
-
-
-def _query_scores(dist_row: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray, g_cams: np.ndarray,
-                  removed: np.ndarray | None = None):
-    """Order, junk/match masks and AP / INP / first-match rank of one query (field convention).
-
-    Gallery items outside the query's gallery under the protocol's rules (``removed``) are dropped
-    from the order. Items with the query's pid *and* camera are junk: kept in the order, but not
-    counted in ranks. AP averages the precision at every positive; INP = #positives / rank of the
-    last positive. Ties keep gallery order (stable sort), as ``agreid_kit.eval`` does.
-    """
-    order = np.argsort(dist_row, kind="stable")
-    if removed is not None and removed.any():
-        order = order[~removed[order]]
-    junk = (g_pids[order] == q_pid) & (g_cams[order] == q_cam)
-    match = (g_pids[order] == q_pid) & ~junk
-    valid_match = match[~junk]
-    n_pos = int(valid_match.sum())
-    if n_pos == 0:
-        return order, junk, match, math.nan, math.nan, None, 0
-    hit_ranks = np.flatnonzero(valid_match) + 1  # 1-based ranks among non-junk items
-    ap = float(np.mean(np.arange(1, n_pos + 1) / hit_ranks))
-    inp = float(n_pos / hit_ranks[-1])
-    return order, junk, match, ap, inp, int(hit_ranks[0]), n_pos
-
-
 def rank_list(
-    fs, split: DatasetSplit, query_index: int, k: int = 10, mode: str = "real", metric: str = "cosine"
+    fs, split: DatasetSplit, query_index: int, k: int = 10, mode: str = "real", metric: str = "cosine",
+    chunk: int = PER_QUERY_CHUNK,
 ) -> RankList:
     """The top-``k`` ranking of one query of ``split`` under a feature mode.
 
     ``k`` counts rankable items; junk items (same pid and camera) that fall among them are shown
     in their position and flagged rather than hidden. Gallery items the protocol's
     ``gallery_rules`` take out of this query's gallery (e.g. same-view items in ``A<->G-strict``)
-    are not shown; their count is ``extra["n_excluded"]``. AP and INP equal the per-query values
-    of ``agreid_kit.eval.evaluate_ranking``.
+    are not shown; their count is ``extra["n_excluded"]``. Order, AP and INP come from the
+    evaluator's per-query core (``agreid_kit.eval.rank_row``).
+
+    The query's distances are computed within its block of ``chunk`` queries, the very matrix
+    product ``per_query_scores`` (same ``chunk``) and, for splits of up to ``chunk`` queries, the
+    evaluation compute: a one-row product rounds differently (BLAS picks another kernel) and could
+    break float32 near-ties differently, so AP / INP here equal theirs bit for bit.
     """
+    from agreid_kit.eval import compute_distance, query_rules, rank_row, ranking_inputs, top_items
+
     if k < 1:
         raise ValueError(f"rank_list: k must be >= 1, got {k}")
-    qrecs, qf, gf = _split_descriptors(fs, split, mode, [query_index])
-    dist = _distances(qf, gf, metric)[0]
-    g_pids = np.array([r.pid for r in split.gallery])
-    g_cams = np.array([r.camid for r in split.gallery])
-    removed = _removed_by_rules(_gallery_rules(split), int(query_index), len(split.gallery))
-    q = qrecs[0]
-    order, junk, match, ap, inp, first, n_pos = _query_scores(dist, q.pid, q.camid, g_pids, g_cams, removed)
-    items: list[RankItem] = []
-    rank = 0
-    for pos, gi in enumerate(order):
-        if rank >= k:
-            break
-        is_junk = bool(junk[pos])
-        if not is_junk:
-            rank += 1
-        items.append(
-            RankItem(
-                position=pos + 1,
-                rank=None if is_junk else rank,
-                gallery_index=int(gi),
-                record=split.gallery[int(gi)],
-                distance=float(dist[gi]),
-                is_match=bool(match[pos]),
-                is_junk=is_junk,
-            )
-        )
+    qi = int(query_index)
+    _check_query_index(split, qi)
+    start = qi // chunk * chunk
+    qrecs, qf, gf = _split_descriptors(fs, split, mode, range(start, min(start + chunk, len(split.query))))
+    dist = compute_distance(qf, gf, metric=metric)[qi - start].cpu().numpy()
+    inputs = ranking_inputs(split)
+    q = qrecs[qi - start]
+    rk = rank_row(dist, q.pid, q.camid, inputs["g_pids"], inputs["g_camids"], query_rules(inputs.get("gallery_rules"), qi))
+    items = top_items(rk.order, dist[rk.order], rk.junk, rk.match, split.gallery, k)
     return RankList(
-        query_index=int(query_index), query=q, items=items, ap=ap, inp=inp, first_match_rank=first,
-        n_positives=n_pos, n_junk=int(junk.sum()), mode=mode, metric=metric, protocol=split.protocol,
-        extra={"n_excluded": int(removed.sum())},
+        query_index=qi, query=q, items=items, ap=rk.ap, inp=rk.inp, first_match_rank=rk.first_match_rank,
+        n_positives=rk.n_positives, n_junk=int(rk.junk.sum()), mode=mode, metric=metric, protocol=split.protocol,
+        extra={"n_excluded": rk.n_excluded},
     )
 
 
-def per_query_scores(fs, split: DatasetSplit, mode: str = "real", metric: str = "cosine", chunk: int = 1024) -> pd.DataFrame:
+def per_query_scores(fs, split: DatasetSplit, mode: str = "real", metric: str = "cosine",
+                     chunk: int = PER_QUERY_CHUNK) -> pd.DataFrame:
     """AP, INP and first-match rank of every query, for sorting queries best / worst first.
 
     Columns: ``query_index, pid, camid, view, view_name, altitude, pitch, distance, path, ap, inp,
     first_match_rank, n_positives, valid``. Queries without a valid positive keep NaN scores
-    (and ``valid = False``) rather than being dropped.
+    (and ``valid = False``) rather than being dropped. The scores are the evaluator's
+    (``agreid_kit.eval.score_queries``) on ``chunk`` queries' distances at a time.
     """
-    from tqdm.auto import tqdm
+    from agreid_kit.eval import compute_distance, ranking_inputs, score_queries
+    from agreid_kit.utils.progress import progress_bar
 
-    g_pids = np.array([r.pid for r in split.gallery])
-    g_cams = np.array([r.camid for r in split.gallery])
-    rules = _gallery_rules(split)
+    inputs = ranking_inputs(split)
+    rules = inputs.get("gallery_rules", [])
     rows = []
     starts = range(0, len(split.query), chunk)
-    for s in tqdm(starts, desc="per-query scores", disable=len(starts) < 4):
+    for s in progress_bar(starts, desc="per-query scores", enabled=len(starts) >= 4):
         qidx = list(range(s, min(s + chunk, len(split.query))))
         qrecs, qf, gf = _split_descriptors(fs, split, mode, qidx)
-        dist = _distances(qf, gf, metric)
+        e = s + len(qidx)
+        sc = score_queries(compute_distance(qf, gf, metric=metric), inputs["q_pids"][s:e], inputs["g_pids"],
+                           inputs["q_camids"][s:e], inputs["g_camids"],
+                           gallery_rules=[(m, qk[s:e], gk) for m, qk, gk in rules], progress=False)
         for j, (qi, q) in enumerate(zip(qidx, qrecs)):
-            removed = _removed_by_rules(rules, qi, len(split.gallery))
-            _, _, _, ap, inp, first, n_pos = _query_scores(dist[j], q.pid, q.camid, g_pids, g_cams, removed)
-            cols = _record_columns(q)
-            rows.append({"query_index": qi, **cols, "ap": ap, "inp": inp,
-                         "first_match_rank": first if first is not None else np.nan,
+            n_pos = int(sc.n_positives[j])
+            rows.append({"query_index": qi, **_record_columns(q), "ap": float(sc.ap[j]), "inp": float(sc.inp[j]),
+                         "first_match_rank": int(sc.first_match_rank[j]) if n_pos else np.nan,
                          "n_positives": n_pos, "valid": n_pos > 0})
     df = pd.DataFrame(rows)
     df.attrs.update(mode=mode, metric=metric, protocol=split.protocol)

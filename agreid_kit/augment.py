@@ -12,7 +12,10 @@
 - **PatchShuffle** (pixels shuffled inside small non-overlapping patches; the paper's other alternative).
 
 All functions take an optional ``torch.Generator`` so that tests and seeded runs are reproducible;
-without one they draw from torch's global RNG (seeded by ``agreid_kit.utils.seed``).
+without one they draw from torch's global RNG (seeded by ``agreid_kit.utils.seed``). The random
+numbers are drawn on the generator's device (the CPU for the global RNG) and then moved to the
+images' device, so every tensor that meets the images (masks, angles, permutations) lives on their
+device (a GPU batch works) and a seeded run makes the same choices on CPU and GPU.
 Rotations are bilinear; pixels that rotate in from outside a patch/image are 0, which in the
 normalised space the engine feeds is the dataset mean colour (no black corners).
 """
@@ -91,8 +94,22 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _uniform(shape: tuple[int, ...], low: float, high: float, generator: Optional[torch.Generator]) -> torch.Tensor:
-    return torch.rand(shape, generator=generator) * (high - low) + low
+def _rand(shape: tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    """U[0, 1) numbers of ``shape`` on ``device``.
+
+    Drawn where the generator lives (the global CPU RNG without one: the stream, hence seeded CPU
+    results, are those of a plain ``torch.rand``) and then moved, so the numbers do not depend on
+    the images' device.
+    """
+    if generator is not None and generator.device.type != "cpu":
+        return torch.rand(shape, generator=generator, device=generator.device).to(device)
+    return torch.rand(shape, generator=generator).to(device)
+
+
+def _uniform(
+    shape: tuple[int, ...], low: float, high: float, generator: Optional[torch.Generator], device: torch.device
+) -> torch.Tensor:
+    return _rand(shape, generator, device) * (high - low) + low
 
 
 def plrm_with_mask(
@@ -110,9 +127,10 @@ def plrm_with_mask(
     gh, gw = h // n, w // n
     if gh < 1 or gw < 1:
         raise ValueError(f"PLRM patch_size={n} is larger than the image ({h} x {w}); use a smaller patch_size")
-    probs = plrm_patch_probabilities(gh, gw, config.p0, config.centre_weight)
-    image_on = torch.rand(b, generator=generator) < config.p_img
-    patch_on = torch.rand(b, gh, gw, generator=generator) < probs
+    dev = images.device
+    probs = plrm_patch_probabilities(gh, gw, config.p0, config.centre_weight).to(dev)
+    image_on = _rand((b,), generator, dev) < config.p_img
+    patch_on = _rand((b, gh, gw), generator, dev) < probs
     mask = patch_on & image_on[:, None, None]
     out = images.clone()
     if not bool(mask.any()):
@@ -121,7 +139,7 @@ def plrm_with_mask(
     region = images[:, :, : gh * n, : gw * n]
     patches = region.reshape(b, c, gh, n, gw, n).permute(0, 2, 4, 1, 3, 5)
     chosen = patches[mask]  # (M, C, n, n)
-    angles = _uniform((chosen.shape[0],), -config.theta_max, config.theta_max, generator)
+    angles = _uniform((chosen.shape[0],), -config.theta_max, config.theta_max, generator, dev)
     mixed = config.alpha * rotate(chosen, angles) + (1.0 - config.alpha) * chosen
     new_patches = patches.clone()
     new_patches[mask] = mixed
@@ -139,8 +157,8 @@ def random_rotation(
 ) -> torch.Tensor:
     """Rotate whole images by U(-theta_max, theta_max) degrees, each with probability ``p_img``."""
     b = images.shape[0]
-    on = torch.rand(b, generator=generator) < p_img
-    angles = _uniform((b,), -theta_max, theta_max, generator)
+    on = _rand((b,), generator, images.device) < p_img
+    angles = _uniform((b,), -theta_max, theta_max, generator, images.device)
     out = images.clone()
     if bool(on.any()):
         out[on] = rotate(images[on], angles[on])
@@ -159,9 +177,9 @@ def patch_shuffle(
     n = patch_size
     gh, gw = h // n, w // n
     out = images.clone()
-    on = torch.rand(b, generator=generator) < p_img
+    on = _rand((b,), generator, images.device) < p_img
     # Draw the permutations for every image so the RNG stream does not depend on which are chosen.
-    keys = torch.rand(b, gh, gw, n * n, generator=generator)
+    keys = _rand((b, gh, gw, n * n), generator, images.device)
     if not bool(on.any()) or gh == 0 or gw == 0:
         return out
     perm = keys.argsort(dim=-1)  # (B, gh, gw, n*n)

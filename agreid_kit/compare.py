@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from tqdm.auto import tqdm
+from agreid_kit.utils.progress import progress_bar
 
 DEFAULT_METHODS = ("vit", "vdt", "vif", "visa", "svpr", "sdreid", "sdreid-stage2")
 STAGE2 = "sdreid-stage2"
@@ -156,7 +156,7 @@ def _train_stage2(run_dir: Path, stage1_dir: Path, preset: str, budget: dict, se
 
 def _stage2_costs(run_dir: Path, stage1_row: dict[str, Any] | None, device: str) -> dict[str, Any]:
     """Parameters of the stage-2 model; pipeline training time and images/s (stage 1 + stage 2)."""
-    from agreid_kit.diffusion.train import load_stage2
+    from agreid_kit.diffusion.loading import load_stage2
 
     model, _ = load_stage2(run_dir, device=device)
     trainable, total = count_parameters(model)
@@ -289,7 +289,7 @@ def compare_methods(
     splits = {split.protocol: split} if split is not None else None
     rows: list[dict[str, Any]] = []
     stage1: tuple[Path, dict[str, Any] | None] | None = None  # the sdreid run and its first row
-    for entry in tqdm(entries, desc="compare methods"):
+    for entry in progress_bar(entries, desc="compare methods"):
         run_dir = runs.get(entry.label, out / entry.label.replace(" ", "_"))
         if entry.method == STAGE2:
             if stage1 is None:

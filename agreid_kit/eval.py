@@ -1,6 +1,6 @@
-"""Retrieval metrics as the AG-ReID field computes them: CMC, mAP, mINP.
+"""Retrieval metrics as the AG-ReID field computes them: CMC, mAP, mINP; and the one ranking core.
 
-Rules (``evaluate_ranking`` and the plain-loop ``reference_evaluate`` agree on all of them):
+Rules (the evaluator, the per-query core and the plain-loop ``reference_evaluate`` agree on all of them):
 - gallery items with the query's pid AND camid are removed for that query (the usual
   same-camera rule; protocols that collapse camids to views remove same-view positives);
 - optional per-query gallery rules (``gallery_rules``) remove more: ``("exclude_same", q_keys, g_keys)``
@@ -13,11 +13,12 @@ Rules (``evaluate_ranking`` and the plain-loop ``reference_evaluate`` agree on a
 - AP = mean over positives of (precision at that positive's rank); INP = #positives / rank of the
   last positive; CMC[k] = fraction of valid queries whose first positive is within rank k+1.
 
-``evaluate_ranking`` never sorts a gallery row: for each query it sorts only its (few) positives,
-keeps the gallery items no farther than the last positive (the only ones that can precede one) and
-places each between the positives with ``searchsorted``; a positive's rank is then a cumulative
-count. That is exact (ties included) and costs O(G) per query plus O(log P) per candidate, instead
-of O(G log G).
+One ranking core, three users: ``score_queries`` (behind ``evaluate_ranking``) finds the positives'
+ranks of a whole distance matrix, vectorised (``agreid_kit.eval_ranks``: no row is sorted);
+``rank_row`` ranks one query's row in full for display (``analysis.rank_list``, the ranking app).
+Both turn ranks into AP / INP with :func:`_ap_inp` (the only place, besides the reference loop's
+deliberately independent check), remove items with :func:`removal_masks` semantics, and describe
+displayed items with :class:`RankItem` (built by :func:`top_items`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from agreid_kit.eval_ranks import PidIndex, Workspace, positive_ranks
 
 RULE_MODES = ("exclude_same", "require_same")
 
@@ -45,6 +48,8 @@ class EvalResult:
     n_query: int
     n_valid: int
     max_rank: int
+    first_match_rank: np.ndarray | None = None  # (n_query,) int: rank of the first positive, 0 when skipped
+    n_positives: np.ndarray | None = None  # (n_query,) int: positives left after the removal rules
 
     @property
     def n_skipped(self) -> int:
@@ -97,26 +102,113 @@ def compute_distance(qf: torch.Tensor, gf: torch.Tensor, metric: str = "cosine")
     raise ValueError(f"compute_distance: unknown metric {metric!r}; expected 'cosine' or 'euclidean'")
 
 
-def _as_long(x: Any, name: str, n: int, device: torch.device) -> torch.Tensor:
+def _as_long(x: Any, name: str, n: int, device: torch.device, who: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(device=device).long().reshape(-1)
     if t.numel() != n:
-        raise ValueError(f"evaluate_ranking: {name} has {t.numel()} entries, expected {n}")
+        raise ValueError(f"{who}: {name} has {t.numel()} entries, expected {n}")
     return t
 
 
-def _check_rules(rules, nq: int, ng: int, device) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+def _check_rules(rules, nq: int, ng: int, device, who: str) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     out = []
     for i, rule in enumerate(rules or ()):
         if len(rule) != 3 or rule[0] not in RULE_MODES:
             raise ValueError(f"gallery_rules[{i}] must be (mode, q_keys, g_keys) with mode in {RULE_MODES}, got {rule!r:.80}")
-        out.append((rule[0], _as_long(rule[1], f"gallery_rules[{i}] q_keys", nq, device),
-                    _as_long(rule[2], f"gallery_rules[{i}] g_keys", ng, device)))
+        out.append((rule[0], _as_long(rule[1], f"gallery_rules[{i}] q_keys", nq, device, who),
+                    _as_long(rule[2], f"gallery_rules[{i}] g_keys", ng, device, who)))
     return out
 
 
 def _default_chunk(num_gallery: int) -> int:
     # About 2^24 (query, gallery) cells per chunk: a few hundred MB of temporaries at most.
     return max(1, (1 << 24) // max(1, num_gallery))
+
+
+@dataclass
+class QueryScores:
+    """Per-query scores of a distance matrix (``score_queries``): what ``evaluate_ranking`` averages."""
+
+    ap: np.ndarray  # (n_query,) float; NaN when the query has no positive left
+    inp: np.ndarray  # (n_query,) float; NaN when the query has no positive left
+    first_match_rank: np.ndarray  # (n_query,) int: 1-based rank of the first positive, 0 when none
+    n_positives: np.ndarray  # (n_query,) int: positives left after the removal rules
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.n_positives > 0
+
+
+def score_queries(
+    distmat: torch.Tensor | np.ndarray,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    chunk_size: int | None = None,
+    gallery_rules: Sequence[tuple[str, Any, Any]] | None = None,
+    progress: bool | None = None,
+    who: str = "score_queries",
+) -> QueryScores:
+    """AP, INP, first-match rank and positive count of every query of a (Q, G) distance matrix.
+
+    The evaluator's per-query path: vectorised torch, chunked over queries (memory O(chunk_size x G),
+    ``chunk_size`` defaults to about 16M cells), on the matrix's device. Queries without a positive
+    get NaN scores; nothing is raised for them (``evaluate_ranking`` does when no query is valid).
+    """
+    dist = torch.as_tensor(distmat)
+    if dist.ndim != 2:
+        raise ValueError(f"{who}: distmat must be (Q, G), got shape {tuple(dist.shape)}")
+    if not dist.is_floating_point():
+        dist = dist.double()
+    nq, ng = dist.shape
+    if nq == 0 or ng == 0:
+        raise ValueError(f"{who}: empty query or gallery (distmat {tuple(dist.shape)})")
+    dev = dist.device
+    qp, gp = _as_long(q_pids, "q_pids", nq, dev, who), _as_long(g_pids, "g_pids", ng, dev, who)
+    qc, gc = _as_long(q_camids, "q_camids", nq, dev, who), _as_long(g_camids, "g_camids", ng, dev, who)
+    rules = _check_rules(gallery_rules, nq, ng, dev, who)
+    chunk = int(chunk_size) if chunk_size else _default_chunk(ng)
+    if chunk < 1:
+        raise ValueError(f"{who}: chunk_size must be >= 1, got {chunk_size}")
+
+    out = QueryScores(np.full(nq, np.nan), np.full(nq, np.nan), np.zeros(nq, np.int64), np.zeros(nq, np.int64))
+    starts = range(0, nq, chunk)
+    if progress is None:
+        progress = len(starts) >= 50
+    from agreid_kit.utils.progress import progress_bar
+
+    g_index, ws = PidIndex(gp), Workspace(dev)
+    for s in progress_bar(starts, desc="evaluate", enabled=progress):
+        e = min(s + chunk, nq)
+        chunk_rules = [(m, qk[s:e], gk) for m, qk, gk in rules]
+        ranks, npos = positive_ranks(dist[s:e], qp[s:e], g_index, qc[s:e], gc, chunk_rules, ws, row_offset=s, who=who)
+        out.n_positives[s:e] = npos.cpu().numpy()
+        if ranks is None:
+            continue
+        ap, inp = _ap_inp(ranks, npos)
+        out.ap[s:e], out.inp[s:e] = ap.cpu().numpy(), inp.cpu().numpy()
+        out.first_match_rank[s:e] = torch.where(npos > 0, ranks[:, 0], 0).cpu().numpy()
+    return out
+
+
+def _ap_inp(ranks: torch.Tensor, npos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AP and INP per row from the 1-based ranks of its positives (row i: the first ``npos[i]`` of ``ranks``).
+
+    The one place AP and INP are computed (``score_queries`` and ``rank_row`` both call it; only the
+    reference loop keeps its own, as the independent check). NaN for rows without a positive.
+    """
+    dev = ranks.device
+    k = torch.arange(1, ranks.shape[1] + 1, device=dev, dtype=torch.float64)
+    counted = k[None, :] <= npos[:, None]
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    # A sequential cumulative sum: each AP is summed in positive order, as the reference loop does, so
+    # the floats agree bit for bit whatever the row's padding.
+    prec_cum = torch.where(counted, k[None, :] / ranks.double(), zero).cumsum(1)
+    last = (npos - 1).clamp(min=0)[:, None]
+    ap = prec_cum.gather(1, last)[:, 0] / npos.clamp(min=1).double()
+    inp = npos.double() / ranks.gather(1, last)[:, 0].double()
+    nan = torch.full((), math.nan, dtype=torch.float64, device=dev)
+    return torch.where(npos > 0, ap, nan), torch.where(npos > 0, inp, nan)
 
 
 def evaluate_ranking(
@@ -130,222 +222,166 @@ def evaluate_ranking(
     gallery_rules: Sequence[tuple[str, Any, Any]] | None = None,
     progress: bool | None = None,
 ) -> EvalResult:
-    """CMC / mAP / mINP of a (Q, G) distance matrix; vectorised torch, chunked over queries.
+    """CMC / mAP / mINP of a (Q, G) distance matrix: ``score_queries`` averaged over the valid queries.
 
     Memory is O(chunk_size x G); runs on the distance matrix's device (GPU tensors stay on GPU).
     ``chunk_size`` defaults to about 16M cells per chunk.
     """
-    dist = torch.as_tensor(distmat)
-    if dist.ndim != 2:
-        raise ValueError(f"evaluate_ranking: distmat must be (Q, G), got shape {tuple(dist.shape)}")
-    if not dist.is_floating_point():
-        dist = dist.double()
-    nq, ng = dist.shape
-    if nq == 0 or ng == 0:
-        raise ValueError(f"evaluate_ranking: empty query or gallery (distmat {tuple(dist.shape)})")
     if max_rank < 1:
         raise ValueError(f"evaluate_ranking: max_rank must be >= 1, got {max_rank}")
-    dev = dist.device
-    qp, gp = _as_long(q_pids, "q_pids", nq, dev), _as_long(g_pids, "g_pids", ng, dev)
-    qc, gc = _as_long(q_camids, "q_camids", nq, dev), _as_long(g_camids, "g_camids", ng, dev)
-    rules = _check_rules(gallery_rules, nq, ng, dev)
-    chunk = int(chunk_size) if chunk_size else _default_chunk(ng)
-    if chunk < 1:
-        raise ValueError(f"evaluate_ranking: chunk_size must be >= 1, got {chunk_size}")
-
-    ap = np.full(nq, np.nan)
-    inp = np.full(nq, np.nan)
-    first_hits = torch.zeros(max_rank + 1, dtype=torch.long)  # last bin: first positive beyond max_rank
-    starts = range(0, nq, chunk)
-    if progress is None:
-        progress = len(starts) >= 50
-    from tqdm.auto import tqdm
-
-    g_index = _PidIndex(gp)
-    for s in tqdm(starts, desc="evaluate", unit="chunk", disable=not progress):
-        e = min(s + chunk, nq)
-        d = dist[s:e]
-        ranks, npos = _positive_ranks(
-            d, qp[s:e], g_index, qc[s:e], gc, [(m, qk[s:e], gk) for m, qk, gk in rules]
-        )
-        if ranks is None:
-            continue
-        valid = npos > 0
-        k = torch.arange(1, ranks.shape[1] + 1, device=dev, dtype=torch.float64)
-        counted = k[None, :] <= npos[:, None]
-        # Sequential cumulative sum, so the AP of each query is summed in positive order (as the reference does).
-        prec_cum = torch.where(counted, k[None, :] / ranks.double(), torch.zeros((), dtype=torch.float64, device=dev)).cumsum(1)
-        last = (npos - 1).clamp(min=0)[:, None]
-        ap_c = prec_cum.gather(1, last)[:, 0] / npos.clamp(min=1).double()
-        inp_c = npos.double() / ranks.gather(1, last)[:, 0].double()
-        v = valid.cpu().numpy()
-        ap[s:e][v] = ap_c.cpu().numpy()[v]
-        inp[s:e][v] = inp_c.cpu().numpy()[v]
-        first = ranks[:, 0][valid].clamp(max=max_rank + 1) - 1
-        first_hits += torch.bincount(first.cpu(), minlength=max_rank + 1)
-    valid = ~np.isnan(ap)
-    n_valid = int(valid.sum())
+    sc = score_queries(distmat, q_pids, g_pids, q_camids, g_camids, chunk_size=chunk_size,
+                       gallery_rules=gallery_rules, progress=progress, who="evaluate_ranking")
+    valid = sc.valid
+    nq, n_valid = valid.size, int(valid.sum())
     if n_valid == 0:
         raise ValueError(
             f"evaluate_ranking: none of the {nq} queries has a positive left in the gallery after the "
             "same-pid-same-camera rule (and gallery rules); check that pids/camids are the right ones"
         )
-    cmc = first_hits[:max_rank].cumsum(0).double().numpy() / n_valid
+    # Last bin: first positive beyond max_rank.
+    first_hits = np.bincount(np.minimum(sc.first_match_rank[valid], max_rank + 1) - 1, minlength=max_rank + 1)
     return EvalResult(
-        cmc=cmc,
-        mAP=float(np.mean(ap[valid])),
-        mINP=float(np.mean(inp[valid])),
-        ap=ap,
-        inp=inp,
+        cmc=first_hits[:max_rank].cumsum() / n_valid,
+        mAP=float(np.mean(sc.ap[valid])),
+        mINP=float(np.mean(sc.inp[valid])),
+        ap=sc.ap,
+        inp=sc.inp,
         valid=valid,
         n_query=nq,
         n_valid=n_valid,
         max_rank=max_rank,
+        first_match_rank=sc.first_match_rank,
+        n_positives=sc.n_positives,
     )
 
 
-class _PidIndex:
-    """Gallery positions grouped by pid, so a query's same-pid cells are found without a (c, G) pass."""
-
-    def __init__(self, g_pids: torch.Tensor):
-        self.order = torch.argsort(g_pids, stable=True)  # stable: gallery order within each pid
-        self.pids, self.counts = torch.unique_consecutive(g_pids[self.order], return_counts=True)
-        self.starts = self.counts.cumsum(0) - self.counts
-
-    def same_pid_cells(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.searchsorted(self.pids, q_pids).clamp(max=self.pids.numel() - 1)
-        found = self.pids[idx] == q_pids
-        cnt = torch.where(found, self.counts[idx], torch.zeros_like(idx))
-        rows = torch.repeat_interleave(torch.arange(q_pids.numel(), device=q_pids.device), cnt)
-        first = torch.repeat_interleave(self.starts[idx] - (cnt.cumsum(0) - cnt), cnt)
-        cols = self.order[first + torch.arange(rows.numel(), device=q_pids.device)]
-        return rows, cols
+# ---------------------------------------------------------------------------------------------
+# One query: the full ranked list, for display (analysis.rank_list, the ranking app)
+# ---------------------------------------------------------------------------------------------
+def query_rules(gallery_rules, query_index: int) -> list[tuple[str, int, np.ndarray]]:
+    """Query ``query_index``'s share of (Q-wide) ``gallery_rules``: ``[(mode, its key, g_keys)]``."""
+    out = []
+    for i, rule in enumerate(gallery_rules or ()):
+        if len(rule) != 3 or rule[0] not in RULE_MODES:
+            raise ValueError(f"gallery_rules[{i}] must be (mode, q_keys, g_keys) with mode in {RULE_MODES}, got {rule!r:.80}")
+        mode, qk, gk = rule
+        out.append((mode, int(_np(qk).reshape(-1)[query_index]), _np(gk).reshape(-1)))
+    return out
 
 
-def _positive_ranks(d, qp, gp: "_PidIndex", qc, gc, rules):
-    """Ranks (1-based, among the query's kept gallery items) of each query's positives, in order.
+def removal_masks(q_pid: int, q_camid: int, g_pids, g_camids, rules=()) -> tuple[np.ndarray, np.ndarray]:
+    """What the evaluation takes out of one query's gallery, as (G,) bool masks ``(junk, removed)``.
 
-    Returns ``(ranks (c, P), npos (c,))``; row i's first ``npos[i]`` entries are valid. Two full
-    (c, G) passes ("no farther than the last positive", nonzero) plus one per gallery rule; positives,
-    same-camera junk and (for useful rankings) candidate placement work on sparse lists.
+    ``junk``: same pid and same camera. ``removed``: taken out by the query's gallery rules
+    (``rules`` as :func:`query_rules` gives them: ``[(mode, query key, g_keys)]``).
     """
-    c, ng = d.shape
-    dev = d.device
-    rows, cols = gp.same_pid_cells(qp)  # row-major, gallery order within a row
-    junk = gc[cols] == qc[rows]  # same pid AND same camera: removed for this query
-    keep = None
-    if rules:
-        keep = torch.ones((c, ng), dtype=torch.bool, device=dev)
-        for mode, qk, gk in rules:
-            eq = gk[None, :] == qk[:, None]
-            keep &= ~eq if mode == "exclude_same" else eq
-        junk |= ~keep[rows, cols]
-    pr, pc = rows[~junk], cols[~junk]  # positives, in gallery order within each row
-    npos = torch.bincount(pr, minlength=c)
-    p_max = int(npos.max()) if pr.numel() else 0
-    if p_max == 0:
-        return None, npos
-    # Each row's positives padded to p_max (+1 spare column): distance +inf, gallery index ng (after everything real).
-    slot = torch.arange(pr.numel(), device=dev) - (npos.cumsum(0) - npos)[pr]
-    pd = torch.full((c, p_max + 1), math.inf, dtype=d.dtype, device=dev)
-    pidx = torch.full((c, p_max + 1), ng, dtype=torch.long, device=dev)
-    pd[pr, slot] = d[pr, pc]
-    pidx[pr, slot] = pc
-    if torch.isnan(pd).any():
-        bad = int(torch.isnan(pd).any(1).nonzero()[0, 0])
-        raise ValueError(f"evaluate_ranking: a positive of query row {bad} (of this chunk) has a NaN distance")
-    pd, order = torch.sort(pd, dim=1, stable=True)  # stable: equal distances stay in gallery order
-    pidx = pidx.gather(1, order)
-    # Only kept items no farther than the query's last positive can precede a positive ("candidates").
-    dc = d.contiguous()
-    last = pd.gather(1, (npos - 1).clamp(min=0)[:, None])
-    last[npos == 0] = -math.inf
-    cand = dc <= last
-    if keep is not None:
-        cand &= keep
-    cand[rows[junk], cols[junk]] = False
-    cr, cg = cand.nonzero(as_tuple=True)
-    if cr.numel() * 8 > c * ng:
-        hist = _hist_dense(dc, cand, pd, pidx, p_max)  # weak rankings: most items are candidates
-    else:
-        hist = _hist_sparse(dc, cr, cg, pd, pidx, npos, p_max)  # useful rankings: few candidates
-    # Rank of the k-th positive = number of kept items whose bucket is <= k (it counts itself).
-    ranks = hist.cumsum(1)[:, :p_max]
-    return ranks, npos
+    g_pids, g_camids = _np(g_pids).reshape(-1), _np(g_camids).reshape(-1)
+    junk = (g_pids == int(q_pid)) & (g_camids == int(q_camid))
+    removed = np.zeros(g_pids.shape[0], dtype=bool)
+    for i, (mode, q_key, g_keys) in enumerate(rules):
+        if mode not in RULE_MODES:
+            raise ValueError(f"gallery rule {i}: unknown mode {mode!r}; expected one of {RULE_MODES}")
+        same = _np(g_keys).reshape(-1) == q_key
+        removed |= same if mode == "exclude_same" else ~same
+    return junk, removed
 
 
-def _place(seq, pidx_rows, val, g, p_max):
-    """Bucket of each item: positives (rows of ``seq``, sorted) ranked before it, ties by gallery index."""
-    lo = torch.searchsorted(seq, val, right=False)
-    hi = torch.searchsorted(seq, val, right=True)
-    tie_r, tie_c = (hi > lo).nonzero(as_tuple=True)
-    if tie_r.numel():
-        j = torch.arange(p_max + 1, device=seq.device)[None, :]
-        l, h = lo[tie_r, tie_c], hi[tie_r, tie_c]
-        gi = g[tie_r, tie_c] if g.dim() == 2 else g[tie_c]
-        before = (j >= l[:, None]) & (j < h[:, None]) & (pidx_rows[tie_r] < gi[:, None])
-        lo[tie_r, tie_c] = l + before.sum(1)
-    return lo
+@dataclass(frozen=True)
+class QueryRanking:
+    """One query's gallery ranked under the evaluation rules; ``ap`` / ``inp`` are the evaluator's for this row."""
+
+    order: np.ndarray  # gallery indices, ascending distance (ties: gallery order; NaN last), rule-removed ones left out
+    junk: np.ndarray  # (len(order),) bool: same pid and camera (listed in place, never ranked)
+    match: np.ndarray  # (len(order),) bool: a positive (same pid, not junk)
+    ap: float  # NaN without a positive
+    inp: float
+    first_match_rank: int | None
+    n_positives: int
+    n_excluded: int  # gallery items the gallery rules removed
+
+    @property
+    def valid(self) -> bool:
+        return self.n_positives > 0
 
 
-def _hist_dense(dc, cand, pd, pidx, p_max):
-    """Histogram of candidate buckets, placing every cell of the chunk at once (row-batched searchsorted)."""
-    c, ng = dc.shape
-    bucket = _place(pd[:, :p_max].contiguous(), pidx, dc, torch.arange(ng, device=dc.device), p_max)
-    bucket.masked_fill_(~cand, p_max)  # non-candidates cannot precede a positive: overflow bucket
-    hist = torch.zeros((c, p_max + 1), dtype=torch.long, device=dc.device)
-    hist.scatter_add_(1, bucket, torch.ones((1, 1), dtype=torch.long, device=dc.device).expand(c, ng))
-    return hist
+def rank_row(dist_row, q_pid: int, q_camid: int, g_pids, g_camids, rules=()) -> QueryRanking:
+    """Rank one query's (G,) distance row: order, junk and match flags, AP, INP, first-match rank.
+
+    ``rules`` are this query's gallery rules (:func:`query_rules`). AP and INP come from the same
+    ranks-to-scores code as ``score_queries``, so for the same row they are equal bit for bit.
+    """
+    d = _np(dist_row).reshape(-1)
+    g_pids = _np(g_pids).reshape(-1)
+    if g_pids.shape[0] != d.shape[0]:
+        raise ValueError(f"rank_row: g_pids has {g_pids.shape[0]} entries for a distance row of {d.shape[0]}")
+    junk_all, removed = removal_masks(q_pid, q_camid, g_pids, g_camids, rules)
+    order = np.argsort(d, kind="stable")  # ascending, ties in gallery order, NaN last
+    if removed.any():
+        order = order[~removed[order]]
+    junk = junk_all[order]
+    match = (g_pids[order] == int(q_pid)) & ~junk
+    ranks = np.flatnonzero(match[~junk]) + 1  # 1-based ranks of the positives among ranked items
+    if np.isnan(d[order[match]]).any():
+        raise ValueError(f"rank_row: a positive of query pid {q_pid} has a NaN distance")
+    ap = inp = math.nan
+    if ranks.size:
+        ap_t, inp_t = _ap_inp(torch.from_numpy(ranks.astype(np.int64))[None], torch.tensor([ranks.size]))
+        ap, inp = float(ap_t[0]), float(inp_t[0])
+    return QueryRanking(order=order, junk=junk, match=match, ap=ap, inp=inp,
+                        first_match_rank=int(ranks[0]) if ranks.size else None, n_positives=int(ranks.size),
+                        n_excluded=int(removed.sum()))
 
 
-def _hist_sparse(dc, cr, cg, pd, pidx, npos, p_max):
-    """Histogram of candidate buckets from the sparse list of candidates (rows ``cr``, columns ``cg``)."""
-    c = dc.shape[0]
-    if dc.dtype != torch.float32:
-        return _hist_sparse_rows(dc, cr, cg, pd, pidx, p_max)
-    # One sorted 1-D array of (row, distance) keys for all positives of the chunk: a candidate's bucket is
-    # its insertion point minus the row's offset. float32 bits (made order-preserving) fit beside the row.
-    real = torch.arange(p_max + 1, device=dc.device)[None, :] < npos[:, None]
-    rows_all = torch.arange(c, device=dc.device)[:, None].expand(c, p_max + 1)
-    pos_keys = _row_keys(rows_all[real], pd[real])
-    pos_gidx = pidx[real]
-    offset = npos.cumsum(0) - npos
-    keys = _row_keys(cr, dc[cr, cg])
-    lo = torch.searchsorted(pos_keys, keys, right=False)
-    # A tie (equal distance to a positive) shows as the key found at the insertion point; then the tied
-    # positives with a smaller gallery index come first.
-    tie = (pos_keys[lo.clamp(max=pos_keys.numel() - 1)] == keys).nonzero(as_tuple=True)[0]
-    if tie.numel():
-        hi = torch.zeros_like(lo)
-        hi[tie] = torch.searchsorted(pos_keys, keys[tie], right=True)
-        width = int((hi[tie] - lo[tie]).max())
-        j = lo[tie, None] + torch.arange(width, device=dc.device)[None, :]
-        inside = j < hi[tie, None]
-        before = inside & (pos_gidx[j.clamp(max=pos_gidx.numel() - 1)] < cg[tie, None])
-        lo[tie] += before.sum(1)
-    bucket = lo - offset[cr]
-    hist = torch.zeros(c * (p_max + 1), dtype=torch.long, device=dc.device)
-    hist.scatter_add_(0, cr * (p_max + 1) + bucket, torch.ones_like(bucket))
-    return hist.view(c, p_max + 1)
+@dataclass(frozen=True)
+class RankItem:
+    """One displayed gallery item of a query's ranking.
+
+    ``position`` counts every displayed item (junk included, 1-based); ``rank`` is the rank the
+    metrics use (junk removed), ``None`` for junk items. ``is_match`` is None when the query's
+    identity is unknown (an uploaded image).
+    """
+
+    position: int
+    rank: int | None
+    gallery_index: int
+    record: Any  # the gallery Record
+    distance: float
+    is_match: bool | None
+    is_junk: bool
+
+    @property
+    def status(self) -> str:
+        """``junk``, ``unknown`` (no query identity), ``match`` or ``non-match``."""
+        if self.is_junk:
+            return "junk"
+        if self.is_match is None:
+            return "unknown"
+        return "match" if self.is_match else "non-match"
 
 
-def _row_keys(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordered like (row, float32 value): row in the high 32 bits, order-preserving bits below."""
-    bits = (values + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0 (they compare equal)
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: reverse magnitude order
-    return (rows.long() << 32) + (bits.long() + (1 << 31))
+def top_items(rows, distances, junk, matches, records: Sequence[Any], k: int) -> list[RankItem]:
+    """The displayed head of a ranking: items in ``rows`` order until ``k`` ranked (non-junk) ones.
+
+    ``distances``, ``junk`` and ``matches`` are per entry of ``rows``; ``matches`` None means the
+    query's identity is unknown. Junk items among them are shown in place, flagged, with no rank.
+    """
+    items: list[RankItem] = []
+    rank = 0
+    for pos, gi in enumerate(rows):
+        if rank >= k:
+            break
+        is_junk = bool(junk[pos])
+        if not is_junk:
+            rank += 1
+        items.append(RankItem(
+            position=pos + 1, rank=None if is_junk else rank, gallery_index=int(gi), record=records[int(gi)],
+            distance=float(distances[pos]), is_match=None if matches is None else bool(matches[pos]), is_junk=is_junk,
+        ))
+    return items
 
 
-def _hist_sparse_rows(dc, cr, cg, pd, pidx, p_max):
-    """Sparse placement for non-float32 distances: each candidate searches its own row of positives."""
-    c = dc.shape[0]
-    hist = torch.zeros(c * (p_max + 1), dtype=torch.long, device=dc.device)
-    step = max(1, (1 << 22) // (p_max + 1))  # bounds the (candidates, p_max + 1) temporaries
-    for s in range(0, cr.numel(), step):
-        r, g = cr[s : s + step], cg[s : s + step]
-        lo = _place(pd[r, :p_max].contiguous(), pidx[r], dc[r, g][:, None], g[:, None], p_max)[:, 0]
-        hist.scatter_add_(0, r * (p_max + 1) + lo, torch.ones_like(lo))
-    return hist.view(c, p_max + 1)
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
 
 
 def reference_evaluate(
@@ -359,8 +395,12 @@ def reference_evaluate(
     progress: bool = False,
 ) -> EvalResult:
     """The same metrics from their definitions: one query at a time, a full stable sort of its row,
-    numpy masks for the removal rules, and a plain loop over the positives for AP."""
-    from tqdm.auto import tqdm
+    numpy masks for the removal rules, and a plain loop over the positives for AP.
+
+    The independent check of the ranking core: it deliberately shares no code with ``score_queries``
+    / ``rank_row`` (its own masks, its own AP / INP sums), so the tests comparing them mean something.
+    """
+    from agreid_kit.utils.progress import progress_bar
 
     dist = np.asarray(distmat.detach().cpu() if isinstance(distmat, torch.Tensor) else distmat)
     nq, ng = dist.shape
@@ -373,7 +413,9 @@ def reference_evaluate(
     ap = np.full(nq, np.nan)
     inp = np.full(nq, np.nan)
     cmc_counts = np.zeros(max_rank, dtype=np.int64)
-    for i in tqdm(range(nq), desc="reference", disable=not progress):
+    first_rank = np.zeros(nq, dtype=np.int64)
+    n_pos = np.zeros(nq, dtype=np.int64)
+    for i in progress_bar(range(nq), desc="reference", enabled=progress):
         order = np.argsort(dist[i], kind="stable")  # ascending distance, ties in gallery order
         junk = (gp[order] == qp[i]) & (gc[order] == qc[i])  # same person seen by the same camera
         for mode, qk, gk in rules:
@@ -383,6 +425,7 @@ def reference_evaluate(
         positions = np.flatnonzero(matches) + 1  # 1-based ranks of the positives
         if positions.size == 0:
             continue  # no positive left: skipped (counted through ``valid``)
+        first_rank[i], n_pos[i] = positions[0], positions.size
         total = 0.0
         for k, r in enumerate(positions.tolist(), 1):
             total += k / r  # precision at the k-th positive
@@ -404,6 +447,8 @@ def reference_evaluate(
         n_query=nq,
         n_valid=n_valid,
         max_rank=max_rank,
+        first_match_rank=first_rank,
+        n_positives=n_pos,
     )
 
 

@@ -36,8 +36,34 @@ class FeatureSetError(ValueError):
 
 def compute_fingerprint(model_config: dict[str, Any], checkpoint: str | os.PathLike | None, manifest: Any) -> str:
     """Fingerprint of what produced features: model config + checkpoint file content + data manifest."""
-    ckpt_hash = sha256_file(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
+    ckpt_hash = checkpoint_digest(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
     return sha256_json({"model": model_config, "checkpoint": ckpt_hash, "data": manifest})[:16]
+
+
+def checkpoint_digest(checkpoint: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file (remembered beside it while the file is unchanged)."""
+    from agreid_kit.utils.io import sha256_file_cached
+
+    return sha256_file_cached(checkpoint)
+
+
+def verify_origin(stem: str | os.PathLike, checkpoint: str | os.PathLike, digest: str | None, what: str, owner: str) -> None:
+    """Refuse features whose recorded checkpoint digest is not ``checkpoint``'s: they belong to another run.
+
+    ``what`` names the features (e.g. "test features"), ``owner`` the command that rebuilds them."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FeatureSetError(f"{Path(stem)}.json: the checkpoint {checkpoint} that should have made these {what} is missing")
+    if digest is None:
+        raise FeatureSetError(
+            f"{Path(stem)}.json records no checkpoint digest (made by an older kit): its {what} cannot be tied to "
+            f"{checkpoint}; rebuild them with `{owner}`"
+        )
+    if digest != checkpoint_digest(checkpoint):
+        raise FeatureSetError(
+            f"{Path(stem)}.json holds {what} made by another checkpoint than {checkpoint} (copied from another run, or "
+            f"the run was retrained since); rebuild them with `{owner}`"
+        )
 
 
 def records_manifest(records: Sequence[Record]) -> str:

@@ -35,15 +35,66 @@ class NotebookParameterError(ValueError):
     """A notebook was given a parameter it does not have, or a value of the wrong type."""
 
 
+PARENT_ENV = "AGREID_PARENT_PID"
+
+
+def exit_with_parent() -> None:
+    """In a kernel started by :func:`execute_notebook`: end this process when the process that started it dies.
+
+    A SIGKILL of ``agreid report`` gives papermill no chance to shut its kernel down; the kernel then
+    notices it was orphaned (its parent id changes) within a couple of seconds and exits."""
+    import threading
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdigit() or os.getppid() != int(parent):
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            if os.getppid() != int(parent):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="agreid-exit-with-parent", daemon=True).start()
+
+
 class ParameterGuard:
     def __init__(self, namespace: Mapping[str, Any]):
+        exit_with_parent()
         self._before = set(namespace)
         self._before.add("guard")
         self.defaults: dict[str, Any] | None = None
+        self.inputs: dict[str, str] = {}
+        self.outputs: tuple[str, ...] = ()
+        self.data_specs: dict[str, str] = {}
+        self.choices: dict[str, tuple[Any, ...]] = {}
 
-    def freeze(self, namespace: Mapping[str, Any]) -> None:
+    def freeze(
+        self,
+        namespace: Mapping[str, Any],
+        inputs: Mapping[str, str] | None = None,
+        outputs: tuple[str, ...] = (),
+        data_specs: Mapping[str, str] | None = None,
+        choices: Mapping[str, tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Record the parameters (the names defined since the guard was made) and how to check them.
+
+        ``inputs``: path parameters that must exist (a path or a list of paths) -> the command or notebook
+        that makes them (said when one is missing); ``data_specs``: ``NAME:ROOT`` parameters whose root must
+        exist -> what makes it; ``outputs``: folders the notebook writes. Relative paths of all three are
+        resolved against the project root (not the kernel's working folder), and a relative output may
+        not leave the project (an absolute one is the user's explicit choice). ``choices``: the allowed
+        values of a parameter.
+        """
         names = [n for n in namespace if n not in self._before and not n.startswith("_")]
         self.defaults = {n: namespace[n] for n in names}
+        self.inputs = dict(inputs or {})
+        self.outputs = tuple(outputs)
+        self.data_specs = dict(data_specs or {})
+        self.choices = dict(choices or {})
+        unknown = [n for n in [*self.inputs, *self.outputs, *self.data_specs, *self.choices] if n not in self.defaults]
+        if unknown:
+            raise RuntimeError(f"ParameterGuard.freeze: {unknown} are not parameters of this notebook")
 
     def validate(self, namespace: Mapping[str, Any]) -> dict[str, Any]:
         if self.defaults is None:
@@ -61,8 +112,11 @@ class ParameterGuard:
         params = {n: namespace[n] for n in self.defaults}
         for n, default in self.defaults.items():
             value = params[n]
-            if default is None or value is None:
+            if default is None:
                 continue
+            if value is None:
+                raise NotebookParameterError(f"notebook parameter {n!r} must be {type(default).__name__} like its default "
+                                             f"{default!r}, got None")
             if isinstance(default, bool) != isinstance(value, bool):
                 ok = False
             elif isinstance(default, _NUMERIC) and isinstance(value, _NUMERIC):
@@ -73,7 +127,55 @@ class ParameterGuard:
                 raise NotebookParameterError(
                     f"notebook parameter {n!r} must be {type(default).__name__} like its default {default!r}, got {value!r}"
                 )
+        for n, allowed in self.choices.items():
+            if params[n] not in allowed:
+                raise NotebookParameterError(f"notebook parameter {n!r} must be one of {list(allowed)}, got {params[n]!r}")
+        root = project_root()
+        for n in self.outputs:
+            params[n] = str(_resolve_output(n, params[n], root))
+        for n, hint in self.inputs.items():
+            value = params[n]
+            paths = [_resolve(v, root) for v in value] if isinstance(value, (list, tuple)) else _resolve(value, root)
+            for p in (paths if isinstance(paths, list) else [paths]):
+                if not p.exists():
+                    raise NotebookParameterError(f"notebook parameter {n!r}: {p} does not exist; {hint}")
+            params[n] = [str(p) for p in paths] if isinstance(paths, list) else str(paths)
+        for n, hint in self.data_specs.items():
+            name, sep, rest = str(params[n]).partition(":")
+            if not sep:
+                raise NotebookParameterError(f"notebook parameter {n!r} must be a data spec NAME:ROOT, got {params[n]!r}")
+            path = _resolve(rest, root)
+            if not path.exists():
+                raise NotebookParameterError(f"notebook parameter {n!r}: dataset folder {path} does not exist; {hint}")
+            params[n] = f"{name}:{path}"
+        if isinstance(namespace, dict):  # the notebook's globals: later cells see the resolved paths
+            namespace.update({n: params[n] for n in (*self.outputs, *self.inputs, *self.data_specs)})
         return params
+
+
+def project_root() -> Path:
+    """The checkout the notebooks belong to (relative notebook paths are resolved against it)."""
+    return notebooks_dir().resolve().parent
+
+
+def _resolve(value: Any, root: Path) -> Path:
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _resolve_output(name: str, value: Any, root: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise NotebookParameterError(f"notebook parameter {name!r} must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    resolved = (root / path).resolve()
+    if root.resolve() not in (resolved, *resolved.parents):
+        raise NotebookParameterError(
+            f"notebook parameter {name!r}: {value!r} leaves the project ({root}); give an absolute folder to write "
+            "elsewhere on purpose"
+        )
+    return resolved
 
 
 def notebooks_dir() -> Path:
@@ -120,6 +222,8 @@ def execute_notebook(
     nbformat.write(nb, src_ipynb)
     tmp_out = output_path.with_name(f".{output_path.stem}.running.ipynb")
     t0 = time.perf_counter()
+    previous_parent = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = str(os.getpid())  # the kernel inherits it: see exit_with_parent
     try:
         pm.execute_notebook(
             str(src_ipynb),
@@ -136,6 +240,10 @@ def execute_notebook(
         raise
     finally:
         src_ipynb.unlink(missing_ok=True)
+        if previous_parent is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous_parent
     os.replace(tmp_out, output_path)
     if progress:
         print(f"[notebook] {name} executed in {time.perf_counter() - t0:.1f} s -> {output_path}")

@@ -2,17 +2,22 @@
 
 Steps, in order (each one skipped when its outputs exist and were made with the same settings):
 
-``data``      render SynthAG (``data/synthag-<preset>-s<seed>``; the renderer itself reuses a complete set);
-``vit``       the ViT baseline run (``runs/synthag-<preset>/vit``);
-``sdreid``    SD-ReID stage 1 (``runs/synthag-<preset>/sdreid``);
-``stage2``    SD-ReID stage 2 plus generated test features (``runs/synthag-<preset>/sdreid-stage2``);
-``evaluate``  every run on ALL, A<->G, A<->A, G<->G under its feature modes -> ``REPORT/metrics.json``;
-``tradeoff``  accuracy and generation cost per number of sampling steps tau -> ``REPORT/tradeoff.csv``;
+``data``      render SynthAG (``data/synthag-<preset>-s<data_seed>``; the renderer itself reuses a complete set);
+``vit``       the ViT baseline, one run per training seed (``runs/synthag-<preset>/seed<s>/vit``);
+``sdreid``    SD-ReID stage 1 per seed (``runs/synthag-<preset>/seed<s>/sdreid``);
+``stage2``    SD-ReID stage 2 plus generated test features per seed (``.../seed<s>/sdreid-stage2``);
+``evaluate``  every run on ALL, A<->G, A<->A, G<->G under its feature modes, per seed and as mean +- std
+              over the seeds, plus the view-condition measures -> ``REPORT/metrics.json``;
+``tradeoff``  accuracy and generation cost per number of sampling steps tau, per seed -> ``REPORT/tradeoff.csv``;
 ``report``    the ``report`` notebook executed with papermill -> ``REPORT/report.ipynb`` and ``report.html``.
 
-A step that ran makes every step depending on it run again (a retrained stage 1 invalidates its
-stage 2). Wall-clock seconds of every step go to ``REPORT/timings.json`` (the report shows them);
-the run's parameters and library versions go to ``REPORT/job.json``.
+Every training seed gets its own runs; the SynthAG data (``data_seed``) is the same for all of them.
+A step is reused only when its outputs were made with the same settings *and* from the same inputs
+(each step's record names the fingerprints of what it read), and a step that ran makes every step
+depending on it run again. Wall-clock seconds of every step go to ``REPORT/timings.json`` (the
+report shows them); the run's parameters, thread count, commit and library versions go to
+``REPORT/job.json``. The thread count is pinned (2 by default) because seeded CPU runs are
+identical only for the same number of threads.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agreid_kit.notebook import strip_remote_scripts  # noqa: F401 - part of this module's API
-from agreid_kit.utils.io import atomic_write_json
+from agreid_kit.utils.io import atomic_write_json, file_signature
 
 STEPS = ("data", "vit", "sdreid", "stage2", "evaluate", "tradeoff", "report")
 # Which steps' outputs each step reads: a step re-runs when one of these ran in this job.
@@ -46,16 +51,17 @@ STAGE1_MODES = ("real",)
 STAGE2_MODES = ("real", "gen:aerial", "gen:ground", "gen:all", "real+gen")
 RUN_LABELS = {"vit": "ViT baseline", "sdreid": "SD-ReID stage 1", "stage2": "SD-ReID stage 2"}
 
-# Budgets per SynthAG preset, sized for the 20-minute target on 2 CPU cores (small) and for CI (tiny).
-# Measured on the 2-core machine: see README / the report's timings table for the actual figures.
+# Budgets per SynthAG preset, sized for the 25-minute target on 2 CPU cores (small, set-up included) and
+# for CI (tiny). Measured on the 2-core machine: see README / the report's timings table.
 JOB_PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(epochs=6, stage2_epochs=40, max_iters_per_epoch=None, taus=[1, 2, 5, 10, 20, 50],
+    "small": dict(epochs=2, stage2_epochs=20, max_iters_per_epoch=None, seeds=[0, 1, 2], taus=[1, 2, 3, 5, 10, 20],
                   tradeoff_protocols=["ALL", "A<->G"], tradeoff_max_ids=100, embed_method="umap", embed_max_points=1200,
                   n_rank_queries=3),
-    "tiny": dict(epochs=2, stage2_epochs=3, max_iters_per_epoch=None, taus=[1, 2, 5],
+    "tiny": dict(epochs=2, stage2_epochs=3, max_iters_per_epoch=None, seeds=[0, 1], taus=[1, 2, 5],
                  tradeoff_protocols=["ALL"], tradeoff_max_ids=0, embed_method="tsne", embed_max_points=300,
                  n_rank_queries=2),
 }
+DEFAULT_THREADS = 2
 
 
 @dataclass
@@ -63,11 +69,12 @@ class MainJobConfig:
     """Everything the main job depends on. ``None`` fields take the ``preset``'s value (``JOB_PRESETS``)."""
 
     preset: str = "small"  # SynthAG preset: small (the demo) or tiny (CI / smoke)
-    seed: int = 0
-    data_root: str | None = None  # default data/synthag-<preset>-s<seed>
+    data_seed: int = 0  # the SynthAG seed (the benchmark itself); every training seed uses the same data
+    seeds: list[int] | None = None  # training seeds: one ViT, stage-1 and stage-2 run each
+    data_root: str | None = None  # default data/synthag-<preset>-s<data_seed>
     runs_root: str | None = None  # default runs/synthag-<preset>
     out: str | None = None  # report folder; default reports/<YYYY-MM-DD>
-    train_preset: str = "cpu"  # engine / stage-2 preset (cpu: small ViT from scratch)
+    train_preset: str = "cpu"  # engine / stage-2 preset (cpu: small ViT from the kit init)
     epochs: int | None = None  # stage-1 epochs of both the ViT baseline and SD-ReID stage 1
     stage2_epochs: int | None = None
     max_iters_per_epoch: int | None = None
@@ -82,7 +89,7 @@ class MainJobConfig:
     n_rank_queries: int | None = None
     device: str = "cpu"
     num_workers: int = 2
-    threads: int | None = None  # torch CPU threads (None: torch's default); 1 is far faster on a busy machine
+    threads: int = DEFAULT_THREADS  # torch CPU threads, pinned: seeded CPU runs repeat only at the same count
     render_workers: int | None = None
     png: str = "auto"  # PNG copies of the figures: require | auto | skip
     reuse: bool = True  # False: every step runs again (--no-reuse)
@@ -101,10 +108,12 @@ class MainJobConfig:
             raise ValueError(f"MainJobConfig.redo: unknown step(s) {bad}; steps are {list(STEPS)}")
         if self.epochs < 1 or self.stage2_epochs < 1:
             raise ValueError(f"epochs ({self.epochs}) and stage2_epochs ({self.stage2_epochs}) must be >= 1")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {self.seeds}")
         if not self.taus or min(self.taus) < 1:
             raise ValueError(f"taus must be a non-empty list of integers >= 1, got {self.taus}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 (or None for torch's default), got {self.threads}")
+        if self.threads is None or self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.embed_method not in ("umap", "tsne", "pca"):
             raise ValueError(f"embed_method must be umap, tsne or pca, got {self.embed_method!r}")
         if self.png not in ("require", "auto", "skip"):
@@ -119,7 +128,7 @@ class MainJobConfig:
     # ---- locations -------------------------------------------------------------------------
     @property
     def data_dir(self) -> Path:
-        return Path(self.data_root or f"data/synthag-{self.preset}-s{self.seed}")
+        return Path(self.data_root or f"data/synthag-{self.preset}-s{self.data_seed}")
 
     @property
     def data_spec(self) -> str:
@@ -129,8 +138,10 @@ class MainJobConfig:
     def runs_dir(self) -> Path:
         return Path(self.runs_root or f"runs/synthag-{self.preset}")
 
-    def run_dir(self, step: str) -> Path:
-        return self.runs_dir / {"vit": "vit", "sdreid": "sdreid", "stage2": "sdreid-stage2"}[step]
+    def run_dir(self, step: str, seed: int | None = None) -> Path:
+        """The run of ``step`` (vit / sdreid / stage2) for training ``seed`` (default: the first seed)."""
+        seed = self.seeds[0] if seed is None else seed
+        return self.runs_dir / f"seed{seed}" / {"vit": "vit", "sdreid": "sdreid", "stage2": "sdreid-stage2"}[step]
 
     @property
     def report_dir(self) -> Path:
@@ -162,6 +173,11 @@ def _last_epoch(run_dir: Path) -> int:
         return 0
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return max((int(r.get("epoch", 0)) for r in lines), default=0)
+
+
+def _features_signature(run_dir: Path) -> str | None:
+    # the FeatureSet header holds the fingerprint of the checkpoint and records, and the generation settings
+    return file_signature(run_dir / "features" / "test.json")
 
 
 def _remove_run(run_dir: Path, why: str) -> None:
@@ -215,28 +231,32 @@ def _step_data(cfg: MainJobConfig, forced: bool) -> bool:
         shutil.rmtree(root)
         complete = False
     # The renderer checks that a complete folder matches preset and seed (and resumes a partial one).
-    render_dataset(cfg.preset, root, seed=cfg.seed, workers=cfg.render_workers, progress=cfg.progress)
+    render_dataset(cfg.preset, root, seed=cfg.data_seed, workers=cfg.render_workers, progress=cfg.progress)
     return not complete
 
 
-def stage1_config(cfg: MainJobConfig, method: str):
-    """The TrainConfig of the ``vit`` / ``sdreid`` run of the job."""
+def stage1_config(cfg: MainJobConfig, method: str, seed: int | None = None):
+    """The TrainConfig of the ``vit`` / ``sdreid`` run of training ``seed``."""
     from agreid_kit.engine.config import make_config
 
+    seed = cfg.seeds[0] if seed is None else seed
     return make_config(
-        method, str(cfg.run_dir(method)), preset=cfg.train_preset, data=cfg.data_spec, protocol="ALL",
-        epochs=cfg.epochs, max_iters_per_epoch=cfg.max_iters_per_epoch, seed=cfg.seed, device=cfg.device,
-        num_workers=cfg.num_workers, eval_protocols=list(cfg.protocols),
+        method, str(cfg.run_dir(method, seed)), preset=cfg.train_preset, data=cfg.data_spec, protocol="ALL",
+        epochs=cfg.epochs, max_iters_per_epoch=cfg.max_iters_per_epoch, seed=seed, device=cfg.device,
+        num_workers=cfg.num_workers, threads=cfg.threads, eval_protocols=list(cfg.protocols),
+        # stage 2 and the view probes read sdreid's train features; the baseline's would go unused
+        extract_splits=["train", "test"] if method == "sdreid" else ["test"],
     )
 
 
-def _step_stage1(cfg: MainJobConfig, method: str, forced: bool) -> bool:
+def _stage1_seed(cfg: MainJobConfig, method: str, seed: int, forced: bool) -> bool:
+    from agreid_kit.engine.config import RUNTIME_ONLY
     from agreid_kit.engine.train import train
 
-    tcfg = stage1_config(cfg, method)
-    run_dir = cfg.run_dir(method)
+    tcfg = stage1_config(cfg, method, seed)
+    run_dir = cfg.run_dir(method, seed)
     saved = _read_json(run_dir / "config.json")
-    same = _same(saved, tcfg.to_dict(), ignore=("num_workers",))
+    same = _same(saved, tcfg.to_dict(), ignore=RUNTIME_ONLY)
     finished = same and _last_epoch(run_dir) >= tcfg.epochs and (run_dir / "features" / "test.json").is_file()
     if finished and not forced:
         return False
@@ -247,24 +267,32 @@ def _step_stage1(cfg: MainJobConfig, method: str, forced: bool) -> bool:
     return True
 
 
-def stage2_config(cfg: MainJobConfig):
+def _step_stage1(cfg: MainJobConfig, method: str, forced: bool) -> bool:
+    ran = [_stage1_seed(cfg, method, seed, forced) for seed in cfg.seeds]
+    return any(ran)
+
+
+def stage2_config(cfg: MainJobConfig, seed: int | None = None):
     from agreid_kit.diffusion.config import Stage2Config
 
+    seed = cfg.seeds[0] if seed is None else seed
     return Stage2Config(
-        stage1=str(cfg.run_dir("sdreid")), out=str(cfg.run_dir("stage2")), preset=cfg.train_preset,
-        epochs=cfg.stage2_epochs, seed=cfg.seed, device=cfg.device, tau=cfg.tau, guidance=cfg.guidance,
+        stage1=str(cfg.run_dir("sdreid", seed)), out=str(cfg.run_dir("stage2", seed)), preset=cfg.train_preset,
+        epochs=cfg.stage2_epochs, seed=seed, device=cfg.device, tau=cfg.tau, guidance=cfg.guidance,
+        threads=cfg.threads,
     )
 
 
-def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
+def _stage2_seed(cfg: MainJobConfig, seed: int, forced: bool) -> bool:
     from agreid_kit.diffusion.train import train_stage2
     from agreid_kit.features import FeatureSet
 
-    s2 = stage2_config(cfg)
-    run_dir = cfg.run_dir("stage2")
+    s2 = stage2_config(cfg, seed)
+    run_dir = cfg.run_dir("stage2", seed)
     saved = _read_json(run_dir / "config.json")
-    same = (saved is not None and _same(saved.get("stage2"), s2.to_dict(), ignore=("resume",))
-            and _same_stage2_model(saved.get("model"), s2.model))
+    same = (saved is not None and _same(saved.get("stage2"), s2.to_dict(), ignore=("resume", "threads"))
+            and _same_stage2_model(saved.get("model"), s2.model, s2.preset)
+            and saved.get("stage1_features") == _features_signature(cfg.run_dir("sdreid", seed)))
     finished = False
     if same and _last_epoch(run_dir) >= s2.epochs and (run_dir / "features" / "test.json").is_file():
         finished = bool(FeatureSet.load(run_dir / "features" / "test").generated_views())
@@ -276,18 +304,23 @@ def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
     return True
 
 
-def _same_stage2_model(saved_model: dict[str, Any] | None, overrides: dict[str, Any]) -> bool:
+def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
+    ran = [_stage2_seed(cfg, seed, forced) for seed in cfg.seeds]
+    return any(ran)
+
+
+def _same_stage2_model(saved_model: dict[str, Any] | None, overrides: dict[str, Any], preset: str = "cpu") -> bool:
     """Whether a saved stage-2 model config is what the current defaults + overrides give.
 
-    The job's stage-2 settings leave the model to its defaults, so a change of those defaults (a
-    new kit version) must retrain the run rather than load a checkpoint of another architecture."""
-    from agreid_kit.diffusion.config import Stage2ModelConfig
+    The job's stage-2 settings leave the model to its (preset's) defaults, so a change of those defaults
+    (a new kit version) must retrain the run rather than load a checkpoint of another architecture."""
+    from agreid_kit.diffusion.config import STAGE2_MODEL_PRESETS, Stage2ModelConfig
 
     if not saved_model:
         return False
     fixed = {k: saved_model[k] for k in ("dim", "num_id_layers", "num_views") if k in saved_model}
     try:
-        wanted = Stage2ModelConfig(**{**overrides, **fixed}).to_dict()
+        wanted = Stage2ModelConfig(**{**STAGE2_MODEL_PRESETS[preset], **overrides, **fixed}).to_dict()
     except (TypeError, ValueError):
         return False
     return _same(saved_model, wanted)
@@ -298,18 +331,29 @@ def _run_modes(step: str) -> tuple[str, ...]:
 
 
 def _step_evaluate(cfg: MainJobConfig, forced: bool) -> bool:
+    """Per seed and run: metrics under every protocol/mode; then mean +- std over seeds; view measures."""
+    from agreid_kit.diffusion.analyses import generated_view_probe, view_token_measures
     from agreid_kit.engine.evaluate import evaluate_run
+    from agreid_kit.seeds import aggregate_results
 
     path = cfg.report_dir / "metrics.json"
-    wanted = {"protocols": list(cfg.protocols),
-              "runs": {s: {"dir": str(cfg.run_dir(s)), "modes": list(_run_modes(s))} for s in RUN_LABELS}}
+    inputs = {str(seed): {s: _features_signature(cfg.run_dir(s, seed)) for s in RUN_LABELS} for seed in cfg.seeds}
+    wanted = {"protocols": list(cfg.protocols), "seeds": list(cfg.seeds), "inputs": inputs,
+              "runs": {s: {"dirs": [str(cfg.run_dir(s, seed)) for seed in cfg.seeds], "modes": list(_run_modes(s))}
+                       for s in RUN_LABELS}}
     saved = _read_json(path)
     if not forced and saved is not None and saved.get("settings") == wanted:
         return False
-    results = {}
-    for step in RUN_LABELS:
-        results[step] = evaluate_run(cfg.run_dir(step), list(cfg.protocols), list(_run_modes(step)))
-    atomic_write_json(path, {"settings": wanted, "labels": RUN_LABELS, "results": results})
+    per_seed: dict[str, dict[str, Any]] = {}
+    views: dict[str, dict[str, Any]] = {}
+    for seed in cfg.seeds:
+        per_seed[str(seed)] = {step: evaluate_run(cfg.run_dir(step, seed), list(cfg.protocols), list(_run_modes(step)))
+                               for step in RUN_LABELS}
+        views[str(seed)] = {"stage1": view_token_measures(cfg.run_dir("sdreid", seed)),
+                            "generated": generated_view_probe(cfg.run_dir("stage2", seed))}
+    results = {step: aggregate_results({seed: r[step] for seed, r in per_seed.items()}) for step in RUN_LABELS}
+    atomic_write_json(path, {"settings": wanted, "labels": RUN_LABELS, "seeds": list(cfg.seeds), "results": results,
+                             "per_seed": per_seed, "view_measures": views})
     return True
 
 
@@ -346,7 +390,9 @@ def restrict_split(split, pids: set[int]):
 
 
 def _step_tradeoff(cfg: MainJobConfig, forced: bool) -> bool:
+    """Accuracy and cost per tau for every seed's stage-2 run, on the same identity subset."""
     import numpy as np
+    import pandas as pd
 
     from agreid_kit.data import load_dataset
     from agreid_kit.diffusion.analyses import timestep_tradeoff
@@ -355,27 +401,34 @@ def _step_tradeoff(cfg: MainJobConfig, forced: bool) -> bool:
     out = cfg.report_dir
     csv = out / "tradeoff.csv"
     settings_path = out / "tradeoff.json"
-    wanted = {"run": str(cfg.run_dir("stage2")), "taus": list(cfg.taus), "protocols": list(cfg.tradeoff_protocols),
-              "modes": ["real+gen", "gen:all"], "guidance": cfg.guidance, "seed": cfg.seed,
-              "max_ids": cfg.tradeoff_max_ids}
+    wanted = {"runs": [str(cfg.run_dir("stage2", seed)) for seed in cfg.seeds], "seeds": list(cfg.seeds),
+              "taus": list(cfg.taus), "protocols": list(cfg.tradeoff_protocols), "modes": ["real+gen", "gen:all"],
+              "guidance": cfg.guidance, "data_seed": cfg.data_seed, "max_ids": cfg.tradeoff_max_ids,
+              "inputs": {str(seed): file_signature(cfg.run_dir("stage2", seed) / "checkpoints" / "last.pt")
+                         for seed in cfg.seeds}}
     saved = _read_json(settings_path)
     if not forced and csv.is_file() and saved is not None and saved.get("settings") == wanted:
         return False
     splits = {p: load_dataset("synthag", cfg.data_dir, p) for p in cfg.tradeoff_protocols}
     test_pids = sorted({r.pid for s in splits.values() for r in s.query + s.gallery})
-    run = cfg.run_dir("stage2")
-    if cfg.tradeoff_max_ids and cfg.tradeoff_max_ids < len(test_pids):
-        chosen = set(np.random.default_rng(cfg.seed).choice(test_pids, cfg.tradeoff_max_ids, replace=False).tolist())
-        run = subset_stage2_run(run, out / "tradeoff-run", chosen)
+    subset = bool(cfg.tradeoff_max_ids and cfg.tradeoff_max_ids < len(test_pids))
+    if subset:
+        chosen = set(np.random.default_rng(cfg.data_seed).choice(test_pids, cfg.tradeoff_max_ids, replace=False).tolist())
         splits = {p: restrict_split(s, chosen) for p, s in splits.items()}
     else:
         chosen = set(test_pids)
-    df, _ = timestep_tradeoff(run, taus=cfg.taus, protocols=cfg.tradeoff_protocols, modes=wanted["modes"],
-                              guidance=cfg.guidance, seed=cfg.seed, device=cfg.device, splits=splits,
-                              progress=cfg.progress)
-    if run != cfg.run_dir("stage2"):
-        shutil.rmtree(run)
-    atomic_write_text(csv, df.to_csv(index=False))
+    frames = []
+    for seed in cfg.seeds:
+        run = cfg.run_dir("stage2", seed)
+        if subset:
+            run = subset_stage2_run(run, out / "tradeoff-run", chosen)
+        df, _ = timestep_tradeoff(run, taus=cfg.taus, protocols=cfg.tradeoff_protocols, modes=wanted["modes"],
+                                  guidance=cfg.guidance, seed=seed, device=cfg.device, splits=splits,
+                                  progress=cfg.progress)
+        if subset:
+            shutil.rmtree(run)
+        frames.append(df.assign(seed=seed))
+    atomic_write_text(csv, pd.concat(frames, ignore_index=True).to_csv(index=False))
     n_images = len({r.path for s in splits.values() for r in s.query + s.gallery})
     atomic_write_json(settings_path, {"settings": wanted, "n_ids": len(chosen), "n_test_ids": len(test_pids),
                                       "n_images": n_images})
@@ -387,16 +440,14 @@ def report_parameters(cfg: MainJobConfig) -> dict[str, Any]:
     return {
         "data": f"synthag:{cfg.data_dir.resolve()}",
         "report_dir": str(cfg.report_dir.resolve()),
-        "vit_run": str(cfg.run_dir("vit").resolve()),
-        "sdreid_run": str(cfg.run_dir("sdreid").resolve()),
-        "stage2_run": str(cfg.run_dir("stage2").resolve()),
+        "runs_root": str(cfg.runs_dir.resolve()),
+        "seeds": list(cfg.seeds),
         "protocols": list(cfg.protocols),
         "taus": list(cfg.taus),
         "tradeoff_protocols": list(cfg.tradeoff_protocols),
         "embed_method": cfg.embed_method,
         "embed_max_points": int(cfg.embed_max_points),
         "n_rank_queries": int(cfg.n_rank_queries),
-        "seed": int(cfg.seed),
         "device": cfg.device,
         "png": cfg.png,
     }
@@ -415,14 +466,16 @@ def _step_report(cfg: MainJobConfig, forced: bool) -> bool:
     out = cfg.report_dir
     html = out / "report.html"
     params = report_parameters(cfg)
-    if not forced and html.is_file() and _read_json(out / "report_parameters.json") == params:
+    inputs = {name: file_signature(out / name) for name in ("metrics.json", "tradeoff.csv", "job.json")}
+    record = {"parameters": params, "inputs": inputs}
+    if not forced and html.is_file() and _read_json(out / "report_parameters.json") == record:
         return False
     # cwd: the job's own folder, where the runs' relative data specs (synthag:data/...) resolve.
     ipynb = execute_notebook("report", params, out / "report.ipynb", cwd=Path.cwd(), timeout=cfg.notebook_timeout,
                              progress=cfg.progress)
     export_report_html(ipynb, html)
     (out / "report.failed.ipynb").unlink(missing_ok=True)  # a failed earlier attempt is no longer the story
-    atomic_write_json(out / "report_parameters.json", params)
+    atomic_write_json(out / "report_parameters.json", record)
     return True
 
 
@@ -430,8 +483,10 @@ def _step_report(cfg: MainJobConfig, forced: bool) -> bool:
 # The job
 # ---------------------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
-    """Versions of Python and the libraries the results depend on."""
+    """Versions of Python and the libraries the results depend on, and the kit's git commit."""
     import importlib.metadata as md
+    import os
+    import subprocess
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("agreid-kit", "torch", "timm", "diffusers", "numpy", "scikit-learn", "umap-learn", "plotly", "papermill"):
@@ -439,35 +494,65 @@ def versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
+    out["cpu_count"] = str(os.cpu_count())
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            out["commit"] = commit.stdout.strip() + ("+modified" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    out.setdefault("commit", "unknown")
+    return out
+
+
+def _point_latest(report: Path) -> None:
+    """``reports/latest`` -> the dated report folder of this job (the notebooks' and the app's default)."""
     import os
 
-    out["cpu_count"] = str(os.cpu_count())
-    return out
+    link = report.parent / "latest"
+    try:
+        if link.is_symlink() or not link.exists():
+            tmp = report.parent / f".latest.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            os.symlink(report.name, tmp)
+            os.replace(tmp, link)
+    except OSError:  # a file system without symlinks: the dated folder is still there
+        pass
 
 
 def run_main_job(cfg: MainJobConfig) -> Path:
     """Run (or reuse) every step and return the path of ``report.html``."""
+    import os
+
+    import torch
+
     out = cfg.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        import os
-
-        import torch
-
-        # Oversubscribed cores make torch's worker threads spin: measured 5.7x slower epochs with 2 threads
-        # than with 1 on a 2-core machine running other jobs. The env var reaches the report's kernel.
-        os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
-        torch.set_num_threads(cfg.threads)
-    atomic_write_json(out / "job.json", {"config": cfg.to_dict(), "versions": versions(),
-                                         "data": cfg.data_spec, "runs": {s: str(cfg.run_dir(s)) for s in RUN_LABELS}})
-    timer = _Timer(cfg)
-    timer.step("data", lambda f: _step_data(cfg, f))
-    timer.step("vit", lambda f: _step_stage1(cfg, "vit", f))
-    timer.step("sdreid", lambda f: _step_stage1(cfg, "sdreid", f))
-    timer.step("stage2", lambda f: _step_stage2(cfg, f))
-    timer.step("evaluate", lambda f: _step_evaluate(cfg, f))
-    timer.step("tradeoff", lambda f: _step_tradeoff(cfg, f))
-    timer.step("report", lambda f: _step_report(cfg, f))
-    timer.record["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-    atomic_write_json(timer.path, timer.record)
+    if cfg.out is None:
+        _point_latest(out)
+    # Pinned thread count: seeded CPU runs repeat exactly only at the same count (and oversubscribed cores
+    # make torch's threads spin). The env var reaches the report's kernel and the loader workers.
+    os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        job = {"config": cfg.to_dict(), "threads": cfg.threads, "versions": versions(), "data": cfg.data_spec,
+               "runs": {s: [str(cfg.run_dir(s, seed)) for seed in cfg.seeds] for s in RUN_LABELS}}
+        atomic_write_json(out / "job.json", job)
+        timer = _Timer(cfg)
+        timer.step("data", lambda f: _step_data(cfg, f))
+        timer.step("vit", lambda f: _step_stage1(cfg, "vit", f))
+        timer.step("sdreid", lambda f: _step_stage1(cfg, "sdreid", f))
+        timer.step("stage2", lambda f: _step_stage2(cfg, f))
+        timer.step("evaluate", lambda f: _step_evaluate(cfg, f))
+        timer.step("tradeoff", lambda f: _step_tradeoff(cfg, f))
+        timer.step("report", lambda f: _step_report(cfg, f))
+        timer.record["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+        atomic_write_json(timer.path, timer.record)
+    finally:
+        torch.set_num_threads(previous_threads)
     return out / "report.html"

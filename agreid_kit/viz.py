@@ -92,6 +92,10 @@ def thumbnail_uri(path: str | os.PathLike, size: tuple[int, int] = (128, 64)) ->
 # ---------------------------------------------------------------------------------------------
 # Embeddings
 # ---------------------------------------------------------------------------------------------
+# Fig. 6: the real feature and each generated view get their own marker
+KIND_SYMBOLS = {"real": "circle", "gen:aerial": "diamond", "gen:ground": "square", "gen:wearable": "triangle-up"}
+
+
 def _hover(df: pd.DataFrame) -> list[str]:
     def fmt(v):
         return "-" if (isinstance(v, float) and math.isnan(v)) else (f"{v:.3g}" if isinstance(v, float) else str(v))
@@ -118,7 +122,8 @@ def embedding_figure(df: pd.DataFrame, color_by: str = "view_name", title: str |
     scatter = go.Scattergl if len(df) > SCATTERGL_THRESHOLD else go.Scatter
     pos = np.arange(len(df))
     hover = np.array(_hover(df), dtype=object)
-    symbols = np.where(df["kind"].astype(str).str.startswith("gen"), "diamond", "circle") if "kind" in df else "circle"
+    symbols = (np.array([KIND_SYMBOLS.get(k, "diamond" if k.startswith("gen") else "circle") for k in df["kind"].astype(str)])
+               if "kind" in df else "circle")
     fig = go.Figure()
     if color_by in CONTINUOUS_COLUMNS:
         vals = df[color_by].to_numpy(dtype=float)
@@ -163,6 +168,13 @@ def embedding_figure(df: pd.DataFrame, color_by: str = "view_name", title: str |
 # ---------------------------------------------------------------------------------------------
 # Rank lists
 # ---------------------------------------------------------------------------------------------
+def camera_words(record) -> str:
+    """The camera part of a caption. Protocols that collapse camera ids to views (CARGO A<->G) keep the
+    sensor in ``raw_camid``: show that camera, not the collapsed id (which is the view, said beside it)."""
+    raw = getattr(record, "raw_camid", None)
+    return f"cam {raw}" if raw is not None else f"cam {record.camid}"
+
+
 def _caption_value(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -201,7 +213,7 @@ def rank_list_figure(ranklist, thumb_size: tuple[int, int] = (128, 64), title: s
         ))
         shapes.append(dict(type="rect", xref="x", yref="y", x0=x0 + pad - 3, x1=x0 + pad + w + 3,
                            y0=caption + pad - 3, y1=caption + pad + h + 3, line=dict(color=colour, width=4)))
-        text = f"<b>{head}</b><br>{line2}<br>pid {rec.pid} cam {rec.camid}<br>{VIEW_NAMES[rec.view]}"
+        text = f"<b>{head}</b><br>{line2}<br>pid {rec.pid} {camera_words(rec)}<br>{VIEW_NAMES[rec.view]}"
         annotations.append(dict(x=x0 + cell_w / 2, y=caption - 2, xref="x", yref="y", text=text, showarrow=False,
                                 yanchor="top", font=dict(size=9, color=colour if item is None or item.is_junk else "#222")))
     # One invisible point per cell carries hover text and the gallery index (customdata).
@@ -238,6 +250,90 @@ def metrics_table_figure(df: pd.DataFrame, percent: bool = True, title: str = "R
         cells=dict(values=cells, align="left"),
     ))
     fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10), height=80 + 28 * (len(df) + 1))
+    return fig
+
+
+def seed_bars_figure(table: pd.DataFrame, metric: str = "mAP", group: str = "method",
+                     title: str = "Mean ± std over seeds") -> go.Figure:
+    """Grouped bars of a ``tables.seed_table`` (mean %, error bars = std over seeds) per protocol."""
+    for col in ("protocol", group, metric):
+        if col not in table.columns:
+            raise ValueError(f"seed_bars_figure: missing column {col!r}; have {list(table.columns)}")
+    fig = go.Figure()
+    for name, part in table.groupby(group, sort=False):
+        std = part.get(f"{metric} std")
+        fig.add_trace(go.Bar(
+            x=part["protocol"], y=part[metric], name=str(name),
+            error_y=dict(type="data", array=[0 if v is None or pd.isna(v) else v for v in std]) if std is not None else None,
+            text=[f"{v:.1f}" for v in part[metric]], textposition="outside",
+        ))
+    n = int(table["seeds"].max()) if "seeds" in table.columns else None
+    fig.update_layout(barmode="group", template="plotly_white", title=title, height=420,
+                      yaxis_title=f"{metric} (%)" + (f", {n} seed(s)" if n else ""),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(t=90))
+    return fig
+
+
+def tradeoff_seeds_figure(summary: pd.DataFrame, knees: Sequence[dict] = (), mode: str = "real+gen",
+                          title: str = "Timestep trade-off") -> go.Figure:
+    """mAP per tau with seed error bars (one line per protocol) and the generation cost (right axis);
+    each protocol's knee (``tables.tradeoff_knee``) is marked with a star."""
+    part = summary[summary["mode"] == mode]
+    if part.empty:
+        raise ValueError(f"tradeoff_seeds_figure: no rows for mode {mode!r}; modes: {sorted(summary['mode'].unique())}")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for protocol, rows in part.groupby("protocol", sort=False):
+        rows = rows.sort_values("tau")
+        err = [0 if v is None or pd.isna(v) else v for v in rows["mAP_std"]]
+        fig.add_trace(go.Scatter(x=rows["tau"], y=rows["mAP"], mode="lines+markers", name=f"{protocol} mAP",
+                                 error_y=dict(type="data", array=err)), secondary_y=False)
+    for k in knees:
+        row = part[(part["protocol"] == k["protocol"]) & (part["tau"] == k["tau"])]
+        if len(row):
+            fig.add_trace(go.Scatter(x=[k["tau"]], y=[float(row["mAP"].iloc[0])], mode="markers", showlegend=True,
+                                     marker=dict(symbol="star", size=16, color="#d62728"),
+                                     name=f"{k['protocol']} knee tau={k['tau']}"), secondary_y=False)
+    lat = part.drop_duplicates("tau").sort_values("tau")
+    lat_err = [0 if v is None or pd.isna(v) else v for v in lat["sec_per_1000_std"]]
+    fig.add_trace(go.Scatter(x=lat["tau"], y=lat["sec_per_1000"], mode="lines+markers", name="s / 1,000 images",
+                             line=dict(color="#555", dash="dashdot"), error_y=dict(type="data", array=lat_err)),
+                  secondary_y=True)
+    taus = sorted(part["tau"].unique().tolist())
+    fig.update_xaxes(title_text="sampling steps tau", type="log", tickvals=taus, ticktext=[str(t) for t in taus])
+    fig.update_yaxes(title_text="mAP (%)", secondary_y=False)
+    fig.update_yaxes(title_text="seconds per 1,000 images", secondary_y=True, showgrid=False)
+    fig.update_layout(title=title, template="plotly_white", height=440,
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), margin=dict(t=70))
+    return fig
+
+
+def cmc_figure(cmc: pd.DataFrame, title: str = "CMC curve") -> go.Figure:
+    """Matching rate (%) against rank, one line per label (from ``analysis.cmc_table``)."""
+    fig = go.Figure()
+    for (label, mode), part in cmc.groupby(["label", "mode"], sort=False):
+        fig.add_trace(go.Scatter(x=part["rank"], y=100 * part["cmc"], mode="lines+markers", name=f"{label} ({mode})"))
+    fig.update_layout(title=title, template="plotly_white", height=380, xaxis_title="rank",
+                      yaxis_title="matching rate (%)", legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
+    return fig
+
+
+def accuracy_camera_figure(df: pd.DataFrame, title: str = "Accuracy per query camera") -> go.Figure:
+    """Rank-1 and mAP per query camera (``analysis.accuracy_by_camera``, one frame per method in ``method``),
+    each camera labelled with its view, altitude and pitch; query counts in the hover."""
+    def label(r) -> str:
+        geo = "" if math.isnan(r.altitude) else f" {r.altitude:.0f} m / {r.pitch:.0f}°"
+        return f"Cam{r.camera} {r.view_name}{geo}"
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Rank-1 (%)", "mAP (%)"), shared_yaxes=False)
+    groups = df.groupby("method", sort=False) if "method" in df else [("", df)]
+    for i, (method, part) in enumerate(groups):
+        xs = [label(r) for r in part.itertuples()]
+        hover = [f"{x}: {n} queries ({v} with a positive)" for x, n, v in zip(xs, part["n"], part["n_valid"])]
+        for col, metric in ((1, "rank1"), (2, "mAP")):
+            fig.add_trace(go.Bar(x=xs, y=100 * part[metric], name=str(method), legendgroup=str(method), showlegend=col == 1,
+                                 marker_color=CATEGORICAL[i % len(CATEGORICAL)], hovertext=hover), row=1, col=col)
+    fig.update_layout(title=title, template="plotly_white", barmode="group", height=420,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0), margin=dict(t=100))
     return fig
 
 

@@ -21,6 +21,9 @@ import torch
 
 from agreid_kit import VIEW_NAMES
 from agreid_kit.data.records import DatasetSplit, Record
+from agreid_kit.eval import (
+    QueryScores, RankItem, compute_distance, query_rules, rank_row, removal_masks, score_queries, top_items,
+)
 from agreid_kit.features import FeatureSet, FeatureSetError
 
 from .search import GallerySearch
@@ -127,31 +130,15 @@ def bordered_thumbnail(img, colour: tuple[int, int, int], size: tuple[int, int] 
 # ---------------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RankedItem:
-    """One displayed gallery item: ``rank`` counts rankable items (None for junk: same pid and camera)."""
+RankedItem = RankItem
+"""One displayed gallery item: the evaluator's :class:`agreid_kit.eval.RankItem` (``rank`` None for junk)."""
 
-    position: int
-    rank: int | None
-    gallery_index: int
-    record: Record
-    distance: float
-    is_match: bool | None  # None: the query's identity is unknown (an upload)
-    is_junk: bool
 
-    @property
-    def status(self) -> str:
-        if self.is_junk:
-            return "junk"
-        if self.is_match is None:
-            return "unknown"
-        return "match" if self.is_match else "non-match"
-
-    def caption(self) -> str:
-        mark = {"match": "✓ match", "non-match": "✗ non-match", "junk": "· junk (dropped)", "unknown": ""}[self.status]
-        rank = f"#{self.rank}" if self.rank is not None else f"({self.position})"
-        # Three short lines: the page shows them under the thumbnail.
-        return f"{rank} {mark}".strip() + f"\nd={self.distance:.3f} · pid {self.record.pid}\ncam {self.record.camid} · {VIEW_NAMES[self.record.view]}"
+def caption(item: RankItem) -> str:
+    """The three short lines the page shows under a thumbnail: rank and status, distance and pid, camera and view."""
+    mark = {"match": "✓ match", "non-match": "✗ non-match", "junk": "· junk (dropped)", "unknown": ""}[item.status]
+    rank = f"#{item.rank}" if item.rank is not None else f"({item.position})"
+    return f"{rank} {mark}".strip() + f"\nd={item.distance:.3f} · pid {item.record.pid}\ncam {item.record.camid} · {VIEW_NAMES[item.record.view]}"
 
 
 @dataclass
@@ -328,6 +315,7 @@ class RankingBackend:
         self._rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._search: dict[tuple[str, str], GallerySearch] = {}
         self._rank_inputs: dict[str, dict[str, Any]] = {}
+        self._scores: dict[tuple[str, str], QueryScores] = {}
         self._protocols: list[str] | None = None
         self.tradeoff_error: str | None = None
         try:
@@ -365,11 +353,9 @@ class RankingBackend:
         self.split(protocol)
         inp = self._rank_inputs[self._key(protocol)]
         qi = int(query_index)
-        drop = (inp["g_pids"] == inp["q_pids"][qi]) & (inp["g_camids"] == inp["q_camids"][qi])
-        for mode, qk, gk in inp.get("gallery_rules", []):
-            same = gk == qk[qi]
-            drop |= same if mode == "exclude_same" else ~same
-        return drop.numpy()
+        junk, removed = removal_masks(int(inp["q_pids"][qi]), int(inp["q_camids"][qi]), inp["g_pids"], inp["g_camids"],
+                                      query_rules(inp.get("gallery_rules"), qi))
+        return junk | removed
 
     @property
     def protocols(self) -> list[str]:
@@ -548,7 +534,7 @@ class RankingBackend:
         else:
             for v in self.fs.generated_views():
                 parts[f"gen:{v}"] = self.fs.extras[f"gen:{v}"][row:row + 1]
-        result = self._rank(parts, record, mode, k, protocol, source="query", query_index=qi, shown=shown,
+        result = self._rank(parts, record, mode, k, protocol, source="query", query_index=qi, shown=shown, live=live,
                             label=f"q{qi} (pid {record.pid}, cam {record.camid}, {VIEW_NAMES[record.view]})")
         result.tau, result.guidance, result.generated_live = tau_, guid_, live
         result.query_image_path = self._resolve_path(record.path, split)
@@ -597,7 +583,7 @@ class RankingBackend:
 
     def _rank(self, parts: dict[str, torch.Tensor], record: Record, mode: str, k: int, protocol: str | None,
               source: str, label: str, query_index: int | None = None,
-              shown: np.ndarray | None = None) -> RankResult:
+              shown: np.ndarray | None = None, live: bool = False) -> RankResult:
         if k < 1:
             raise AppError(f"top-k must be at least 1, got {k}")
         split = self.split(protocol)
@@ -620,24 +606,14 @@ class RankingBackend:
         # Junk items (dropped by the evaluator) are shown flagged in their place, as the rank-list browser does:
         # fetch k + n_drop. Items outside the gallery filter are not shown at all.
         top = search.topk(qdesc, min(len(search), k + n_drop), exclude=hidden)
-        items: list[RankedItem] = []
-        rank = 0
-        for pos, (gi, d) in enumerate(zip(top.rows, top.distances)):
-            if rank >= k:
-                break
-            is_junk = bool(drop[gi])
-            if not is_junk:
-                rank += 1
-            items.append(RankedItem(
-                position=pos + 1, rank=None if is_junk else rank, gallery_index=int(gi), record=split.gallery[int(gi)],
-                distance=float(d), is_match=(bool(g_pids[gi] == record.pid) and not is_junk) if known else None,
-                is_junk=is_junk,
-            ))
+        junk = drop[top.rows]
+        matches = (g_pids[top.rows] == record.pid) & ~junk if known else None
+        items = top_items(top.rows, top.distances, junk, matches, split.gallery, k)
         search_ms = 1000 * (time.perf_counter() - t)
         ap = inp = first = None
         n_pos = None
         if known:
-            ap, inp, first, n_pos = self._query_scores(search, qdesc, protocol, int(query_index))
+            ap, inp, first, n_pos = self._query_scores(qdesc, mode, protocol, int(query_index), live)
         return RankResult(
             source=source, query_label=label, query_record=record if known else None, protocol=split.protocol,
             mode=mode, k=k, items=items, ap=ap, inp=inp, first_match_rank=first, n_positives=n_pos, tau=None,
@@ -646,22 +622,45 @@ class RankingBackend:
             gallery_shown=int(shown.sum()), gallery_size=len(split.gallery),
         )
 
-    def _query_scores(self, search: GallerySearch, qdesc: torch.Tensor, protocol: str | None, qi: int):
-        """AP / INP of one query by the kit's evaluator (same rules as the run's metrics.json)."""
-        from agreid_kit.eval import evaluate_ranking
+    def _query_scores(self, qdesc: torch.Tensor, mode: str, protocol: str | None, qi: int, live: bool):
+        """AP / INP / first-match rank / #positives of query ``qi``, as the kit's evaluator scores it.
 
-        inp = self._rank_inputs[self._key(protocol)]
-        dist = search.all_distances(qdesc)
-        drop = self.excluded(protocol, qi)
-        order = np.lexsort((np.arange(len(dist)), dist.numpy()))
-        match = (inp["g_pids"].numpy()[order] == int(inp["q_pids"][qi]))[~drop[order]]
-        n_pos = int(match.sum())
+        A stored query's scores are the evaluator's own over the whole split (one evaluation per
+        protocol and mode, cached), computed exactly as ``agreid evaluate`` computes the run's
+        metrics.json, so they equal its per-query values bit for bit (and their mean its mAP). A query
+        whose views were regenerated live gets the same per-query core on its own distance row. Both
+        use the float32 distances of ``compute_distance``, not the display's float64 ones, so at a
+        float32 near-tie the first-match rank may differ from the displayed order by a swap.
+        """
+        if live:
+            inp = self._rank_inputs[self._key(protocol)]
+            dist = compute_distance(qdesc[None], self._descriptors(protocol, mode, "gallery"))[0]
+            rk = rank_row(dist, int(inp["q_pids"][qi]), int(inp["q_camids"][qi]), inp["g_pids"], inp["g_camids"],
+                          query_rules(inp.get("gallery_rules"), qi))
+            ap, inp_, first, n_pos = rk.ap, rk.inp, rk.first_match_rank, rk.n_positives
+        else:
+            sc = self.query_scores(protocol, mode)
+            ap, inp_, first, n_pos = float(sc.ap[qi]), float(sc.inp[qi]), int(sc.first_match_rank[qi]), int(sc.n_positives[qi])
         if n_pos == 0:
             return None, None, None, 0
-        rules = [(m, qk[qi:qi + 1], gk) for m, qk, gk in inp.get("gallery_rules", [])]
-        res = evaluate_ranking(dist[None], inp["q_pids"][qi:qi + 1], inp["g_pids"], inp["q_camids"][qi:qi + 1],
-                               inp["g_camids"], max_rank=1, gallery_rules=rules or None, progress=False)
-        return float(res.ap[0]), float(res.inp[0]), int(np.flatnonzero(match)[0] + 1), n_pos
+        return ap, inp_, first, n_pos
+
+    def query_scores(self, protocol: str | None, mode: str) -> QueryScores:
+        """The evaluator's per-query scores of every stored query under ``mode`` (cached per protocol and mode)."""
+        key = (self._key(protocol), mode)
+        if key not in self._scores:
+            self.split(protocol)
+            dist = compute_distance(self._descriptors(protocol, mode, "query"), self._descriptors(protocol, mode, "gallery"))
+            self._scores[key] = score_queries(dist, **self._rank_inputs[key[0]], progress=False)
+        return self._scores[key]
+
+    def _descriptors(self, protocol: str | None, mode: str, side: str) -> torch.Tensor:
+        """Stored query or gallery descriptors of the split under ``mode``, as evaluation builds them."""
+        qrows, grows = self._rows[self._key(protocol)]
+        try:
+            return self.fs.descriptor(mode, qrows if side == "query" else grows)
+        except FeatureSetError as e:
+            raise AppError(str(e)) from e
 
     # ---- views of a result --------------------------------------------------------------------
     def _resolve_path(self, path: str, split: DatasetSplit | None = None) -> str:
@@ -677,7 +676,7 @@ class RankingBackend:
         out = []
         for it in result.items:
             img = open_record_image(self._resolve_path(it.record.path))
-            out.append((bordered_thumbnail(img, colours[it.status]), it.caption()))
+            out.append((bordered_thumbnail(img, colours[it.status]), caption(it)))
         return out
 
     def query_image(self, result: RankResult):
@@ -876,7 +875,7 @@ def run_generator(stage2_dir: str | os.PathLike, seed: int | None = None) -> Gen
     so a live query is generated the way its gallery was.
     """
     from agreid_kit.diffusion.sample import generate_latent_features, parse_views
-    from agreid_kit.diffusion.train import load_stage2
+    from agreid_kit.diffusion.loading import load_stage2
 
     model, run_cfg = load_stage2(stage2_dir)
     stem = Path(stage2_dir) / "features" / "test.json"

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from agreid_kit.diffusion.train import load_stage2, resolve_device
+    from agreid_kit.diffusion.loading import load_stage2, resolve_device
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"

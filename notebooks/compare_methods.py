@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,10 +25,10 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-data = "synthag:data/synthag-tiny-s0"
-out = "runs/notebooks/compare"  # one run per method under OUT/<label> (reused when finished)
+data = "synthag:data/synthag-small-s0"  # rendered by `make report` (or `agreid synth`)
+out = "runs/compare"  # one run per method under OUT/<label> (reused when finished)
 methods = ["vit", "vdt", "vif", "visa", "svpr", "sdreid", "sdreid-stage2"]
-runs = {}  # label -> finished run to reuse, e.g. {"sdreid stage 2": "runs/synthag-small/sdreid-stage2"}
+runs = {}  # label -> finished run to reuse, e.g. {"sdreid stage 2": "runs/synthag-small/seed0/sdreid-stage2"}
 protocols = ["ALL", "A<->G", "A<->A", "G<->G"]
 preset = "cpu"
 epochs = 2
@@ -35,7 +37,8 @@ seed = 0
 device = "cpu"
 throughput = True  # measure inference images/s
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), outputs=("out",), data_specs={"data": "render it with `make report` or `agreid synth --preset small --out data/synthag-small-s0`"},
+             choices={"png": ("require", "auto", "skip"), "preset": ("cpu", "paper")})
 
 # %%
 params = guard.validate(globals())

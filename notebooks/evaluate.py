@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,12 +24,13 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-run_dirs = ["runs/notebooks/sdreid", "runs/notebooks/sdreid-stage2"]
+run_dirs = ["runs/synthag-small/seed0/sdreid", "runs/synthag-small/seed0/sdreid-stage2"]  # made by `make report` (agreid report)
 protocols = ["ALL", "A<->G", "A<->A", "G<->G"]
 modes = ["real", "gen:all", "real+gen"]  # modes a run lacks (no generated features) are skipped
 out_dir = "runs/notebooks/evaluate"
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"run_dirs": "made by `make report` (agreid report), or the train_stage1 / train_stage2 notebooks"},
+             outputs=("out_dir",), choices={"png": ("require", "auto", "skip")})
 
 # %%
 params = guard.validate(globals())

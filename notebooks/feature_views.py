@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,14 +25,15 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-run_dir = "runs/notebooks/sdreid-stage2"  # a stage-2 run (generated features) or any stage-1 run
+run_dir = "runs/synthag-small/seed0/sdreid-stage2"  # a stage-2 run (generated features) or any stage-1 run
 method = "umap"  # umap | tsne | pca
 max_points = 1000  # real images embedded (seeded subsample)
 color_by = "view_name"  # view_name | kind | pid | camid | altitude | pitch | distance
 seed = 0
 out_dir = "runs/notebooks/feature_views"
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+             choices={"png": ("require", "auto", "skip"), "method": ("umap", "tsne", "pca")})
 
 # %%
 params = guard.validate(globals())

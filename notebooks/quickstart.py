@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -29,7 +31,7 @@ protocols = []  # empty: every protocol of the dataset
 seed = 0
 out_dir = "runs/notebooks/quickstart"  # summary.json and figures
 png = "auto"  # PNG copies of figures: require | auto | skip
-guard.freeze(globals())
+guard.freeze(globals(), outputs=("out_dir", "root"), choices={"png": ("require", "auto", "skip")})
 
 # %%
 params = guard.validate(globals())

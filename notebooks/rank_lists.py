@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,14 +24,15 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-run_dir = "runs/notebooks/sdreid-stage2"
+run_dir = "runs/synthag-small/seed0/sdreid-stage2"  # made by `make report` (agreid report)
 protocols = ["A<->G", "ALL"]
 mode = "real+gen"  # real | gen:<view> | gen:all | real+gen (falls back to real without generated features)
 k = 10
 n_queries = 3  # best and worst queries written per protocol
 out_dir = "runs/notebooks/rank_lists"
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+             choices={"png": ("require", "auto", "skip")})
 
 # %%
 params = guard.validate(globals())

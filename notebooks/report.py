@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,20 +30,19 @@ guard = ParameterGuard(globals())
 # %% tags=["parameters"]
 data = "synthag:data/synthag-small-s0"  # dataset spec NAME:ROOT
 report_dir = "reports/latest"  # where metrics.json, tradeoff.csv, timings.json, job.json are and figures go
-vit_run = "runs/synthag-small/vit"
-sdreid_run = "runs/synthag-small/sdreid"
-stage2_run = "runs/synthag-small/sdreid-stage2"
+runs_root = "runs/synthag-small"  # seed<s>/{vit,sdreid,sdreid-stage2} under it
+seeds = [0, 1, 2]  # training seeds of the runs (tables: mean +- std over them)
 protocols = ["ALL", "A<->G", "A<->A", "G<->G"]
-taus = [1, 2, 5, 10, 20, 50]  # used only when report_dir has no tradeoff.csv
+taus = [1, 2, 3, 5, 10, 20]  # used only when report_dir has no tradeoff.csv
 tradeoff_protocols = ["ALL", "A<->G"]
 embed_method = "umap"  # umap | tsne | pca
 embed_max_points = 1200  # real images embedded (x3 with the two generated views)
 n_rank_queries = 3  # best and worst queries shown
 rank_protocol = "A<->G"
-seed = 0
 device = "cpu"
 png = "auto"  # PNG copies of the figures: require | auto | skip
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"report_dir": "made by `make report` (agreid report)", "runs_root": "made by `make report` (agreid report)"},
+             data_specs={"data": "made by `make report` (agreid report)"}, choices={"png": ("require", "auto", "skip"), "embed_method": ("umap", "tsne", "pca")})
 
 # %%
 params = guard.validate(globals())
@@ -55,7 +56,7 @@ import pandas as pd
 import plotly.io as pio
 from IPython.display import HTML, Markdown, display
 
-from agreid_kit import VIEW_NAMES, analysis, viz
+from agreid_kit import VIEW_NAMES, analysis, tables, viz
 from agreid_kit.data import load_dataset, parse_data_spec
 from agreid_kit.features import FeatureSet
 from agreid_kit.utils.io import atomic_write_json
@@ -67,7 +68,11 @@ pd.set_option("display.precision", 2)
 OUT = Path(report_dir)
 FIG = OUT / "figures"
 FIG.mkdir(parents=True, exist_ok=True)
-RUNS = {"ViT baseline": Path(vit_run), "SD-ReID stage 1": Path(sdreid_run), "SD-ReID stage 2": Path(stage2_run)}
+RUN_NAMES = {"vit": "vit", "sdreid": "sdreid", "stage2": "sdreid-stage2"}
+LABELS = {"vit": "ViT baseline", "sdreid": "SD-ReID stage 1", "stage2": "SD-ReID stage 2"}
+SEED_RUNS = {s: {k: Path(runs_root) / f"seed{s}" / v for k, v in RUN_NAMES.items()} for s in seeds}
+first = seeds[0]
+RUNS = {LABELS[k]: d for k, d in SEED_RUNS[first].items()}  # figures that show one run: the first seed's
 for label, d in RUNS.items():
     if not (d / "features" / "test.json").is_file():
         raise FileNotFoundError(f"{label} run {d} has no features/test.json: train and evaluate it first (agreid report)")
@@ -92,72 +97,104 @@ splits = {p: load_dataset(name, root, p) for p in dict.fromkeys([*protocols, ran
 fs = {label: FeatureSet.load(d / "features" / "test") for label, d in RUNS.items()}
 fs2 = fs["SD-ReID stage 2"]
 gen = fs2.meta.get("generation", {})
+job = read_json(OUT / "job.json") or {}
+versions = job.get("versions", {})
 display(Markdown(
     f"**Data** `{data}` — {len(splits['ALL'].train)} train / {len(splits['ALL'].query)} query / "
-    f"{len(splits['ALL'].gallery)} gallery images (protocol ALL). Generated features: tau = {gen.get('tau')}, "
-    f"guidance w = {gen.get('guidance')}, views {[VIEW_NAMES[v] for v in fs2.generated_views()]}."
+    f"{len(splits['ALL'].gallery)} gallery images (protocol ALL). **Seeds** {seeds} (every model trained once per "
+    f"seed; tables show mean ± std over them). **Threads** {job.get('threads', '?')}. **Commit** "
+    f"`{versions.get('commit', '?')}`. Generated features: tau = {gen.get('tau')}, guidance w = {gen.get('guidance')}, "
+    f"views {[VIEW_NAMES[v] for v in fs2.generated_views()]}."
+))
+stage1_cfg = read_json(SEED_RUNS[first]["sdreid"] / "config.json") or {}
+init = (stage1_cfg.get("model") or {}).get("pretrained") or (read_json(SEED_RUNS[first]["sdreid"] / "run_meta.json") or {}).get(
+    "model_config", {}).get("pretrained")
+display(Markdown(
+    f"**Initialisation** of the stage-1 backbones: `{init or 'random (from scratch)'}`"
+    + (" — a ViT the kit pretrained on SynthAG-pretrain (seed 1; identities independent of SynthAG-small's), "
+       "as the paper starts from ImageNet (see `agreid_kit/weights/*.json` for its recipe and data hash)."
+       if str(init).startswith("kit:") else ".")
 ))
 
 # %% [markdown]
 # ## 1. Results per protocol
-# Rank-1, mAP and mINP (%) of the ViT baseline, SD-ReID stage 1 (real features) and SD-ReID stage 2
-# (real + generated features, the paper's descriptor), each protocol on its own.
+# Rank-1/5/10, mAP and mINP (%), mean ± std over the training seeds, of the ViT baseline, SD-ReID stage 1
+# (real features) and SD-ReID stage 2 (real + generated features, the paper's descriptor), each protocol on
+# its own. The comparisons below say whether a difference exceeds the spread over seeds (within noise when
+# the two mean ± std intervals overlap).
 
 # %%
 job_metrics = read_json(OUT / "metrics.json")
-if job_metrics is not None:
-    results = {label: job_metrics["results"][key] for key, label in job_metrics["labels"].items()}
-else:  # run standalone: read each run's metrics.json (written by evaluate_run)
-    results = {label: read_json(d / "metrics.json") or {} for label, d in RUNS.items()}
-MAIN_MODE = {"ViT baseline": "real", "SD-ReID stage 1": "real", "SD-ReID stage 2": "real+gen"}
-rows = []
-for protocol in protocols:
-    for label, mode in MAIN_MODE.items():
-        m = results.get(label, {}).get(protocol, {}).get(mode)
-        if m is None:
-            raise KeyError(f"no {mode!r} metrics for {label} on {protocol!r}: evaluate the run on that protocol")
-        rows.append({"protocol": protocol, "method": label, "features": mode, "Rank-1": 100 * m["rank1"],
-                     "mAP": 100 * m["mAP"], "mINP": 100 * m["mINP"], "queries": m["n_valid"]})
-main_table = pd.DataFrame(rows)
+if job_metrics is None:
+    raise FileNotFoundError(f"{OUT / 'metrics.json'} is missing: the report reads the main job's evaluation (agreid report)")
+results = job_metrics["results"]
+MAIN_ROWS = [("ViT baseline", "vit", "real"), ("SD-ReID stage 1", "sdreid", "real"), ("SD-ReID stage 2", "stage2", "real+gen")]
+MAIN_MODE = {label: mode for label, _, mode in MAIN_ROWS}
+main_table = tables.seed_table(results, MAIN_ROWS, protocols)
 summary["main_table"] = main_table.to_dict(orient="records")
-for protocol, part in main_table.groupby("protocol", sort=False):
-    display(Markdown(f"**{protocol}**"))
-    display(part.drop(columns="protocol").set_index("method").style.format(precision=2)
-            .highlight_max(subset=["Rank-1", "mAP", "mINP"], color="#d7f0d7"))
-
-fig = viz.metrics_table_figure(
-    main_table.rename(columns={"Rank-1": "rank1"}).assign(rank1=lambda d: d["rank1"] / 100, mAP=lambda d: d["mAP"] / 100,
-                                                           mINP=lambda d: d["mINP"] / 100),
-    title="Rank-1 / mAP / mINP (%) per protocol")
-summary["figures"] += [str(p) for p in viz.save_figure(fig, FIG / "main_table", png=png)]
+display(HTML(tables.display_table(main_table).set_index(["protocol", "method"]).to_html()))
+show(viz.seed_bars_figure(main_table, metric="mAP", title="mAP (%) per protocol, mean ± std over seeds"), "main_table")
+PAIRS = [("stage 1 - ViT baseline", ("sdreid", "real"), ("vit", "real")),
+         ("stage 2 real+gen - stage 1 real", ("stage2", "real+gen"), ("sdreid", "real"))]
+verdicts = pd.concat([tables.comparisons(results, PAIRS, protocols, metric=m) for m in ("mAP", "rank1")], ignore_index=True)
+summary["comparisons"] = verdicts.to_dict(orient="records")
+display(HTML(verdicts.to_html(index=False, float_format=lambda v: f"{v:+.2f}")))
+noise = verdicts[verdicts["verdict"] == "within noise"]
+display(Markdown(
+    f"{len(noise)} of {len(verdicts)} differences are **within noise** over {len(seeds)} seed(s)"
+    + (" (with one seed there is no spread: no difference can be called)." if len(seeds) < 2 else ".")
+))
 
 # %% [markdown]
-# ## 2. Real vs generated features (Tab. 5)
-# The stage-2 run's test images described by the real stage-1 feature, by one generated view, by all
-# generated views, and by real + generated (each part L2-normalised, then concatenated).
+# ## 2. Real vs generated features (Tab. 5) and the stage-2 gain
+# The stage-2 runs' test images described by the real stage-1 feature, by one generated view, by all
+# generated views, and by real + generated (each part L2-normalised, then concatenated), mean ± std over seeds.
 
 # %%
-rows = []
-for protocol in protocols:
-    for mode, m in results["SD-ReID stage 2"].get(protocol, {}).items():
-        rows.append({"protocol": protocol, "features": mode, "Rank-1": 100 * m["rank1"], "mAP": 100 * m["mAP"],
-                     "mINP": 100 * m["mINP"]})
-modes_table = pd.DataFrame(rows)
-summary["real_vs_generated"] = modes_table.to_dict(orient="records")
 mode_order = [m for m in ("real", "gen:aerial", "gen:ground", "gen:wearable", "gen:all", "real+gen")
-              if m in set(modes_table["features"])]
-display(modes_table.pivot_table(index="features", columns="protocol", values=["Rank-1", "mAP"], sort=False)
-        .reindex(mode_order).style.format(precision=2))
-import plotly.express as px
-
-fig = px.bar(modes_table, x="protocol", y="mAP", color="features", barmode="group", template="plotly_white",
-             title="mAP (%) of real, generated and combined features (stage 2)")
-show(fig, "real_vs_generated")
+              if m in results["stage2"][protocols[0]]]
+modes_table = tables.seed_table(results, [("SD-ReID stage 2", "stage2", m) for m in mode_order], protocols)
+summary["real_vs_generated"] = modes_table.to_dict(orient="records")
+shown = tables.display_table(modes_table)
+display(HTML(shown.pivot(index="features", columns="protocol", values="mAP").reindex(mode_order)[list(protocols)]
+             .to_html()))
+show(viz.seed_bars_figure(modes_table, metric="mAP", group="features",
+                          title="mAP (%) of real, generated and combined features (stage 2), mean ± std"),
+     "real_vs_generated")
+gain = tables.comparisons(results, [("real+gen - real", ("stage2", "real+gen"), ("stage2", "real"))], protocols)
+summary["stage2_gain"] = gain.to_dict(orient="records")
+display(Markdown("**Stage-2 gain** (`real+gen` minus `real`, mAP points, mean over seeds; paired std of the per-seed "
+                 "differences):"))
+display(HTML(gain.to_html(index=False, float_format=lambda v: f"{v:+.2f}")))
 
 # %% [markdown]
-# ## 3. Timestep trade-off (Figs. 4/5)
+# ## 3. View conditions: do they carry the view? (Fig. 14 measures)
+# Per stage-1 run: the view head's accuracy on the instance view tokens, a linear probe's (fitted on the
+# train split's tokens), the cosine between the two view centres, and how much closer a token is to its own
+# view's centre than to the other (raw tokens and standardised per dimension, the space stage 2 reads).
+# Per stage-2 run: whether the generated features carry their target view (a view probe fitted on real
+# train features, applied to `gen:<view>`).
+
+# %%
+vm_rows = []
+for seed, m in job_metrics.get("view_measures", {}).items():
+    row = {"seed": int(seed), **{k: v for k, v in m["stage1"].items()}}
+    row.update({f"gen:{v} -> {v}": acc for v, acc in m["generated"]["accuracy"].items()})
+    row["probe on real test"] = m["generated"]["real_accuracy"]
+    vm_rows.append(row)
+view_measures = pd.DataFrame(vm_rows)
+summary["view_measures"] = view_measures.to_dict(orient="records")
+if len(view_measures):
+    agg = view_measures.drop(columns="seed").agg(["mean", "std"]).T
+    display(HTML(agg.to_html(float_format=lambda v: f"{v:.3f}")))
+else:
+    display(Markdown("No view measures in metrics.json (an older evaluation): re-run `agreid report --redo evaluate`."))
+
+# %% [markdown]
+# ## 4. Timestep trade-off (Figs. 4/5)
 # Accuracy and measured generation cost (all generated views, both classifier-free-guidance branches,
-# seconds per 1,000 test images on this machine) against the number of DDIM sampling steps tau.
+# seconds per 1,000 test images on this machine) against the number of DDIM sampling steps tau, mean ± std
+# over seeds. The knee is the smallest tau whose mean is within one std of the best tau's.
 
 # %%
 tradeoff_csv = OUT / "tradeoff.csv"
@@ -166,42 +203,53 @@ if tradeoff_csv.is_file():
 else:
     from agreid_kit.diffusion.analyses import timestep_tradeoff
 
-    tradeoff, _ = timestep_tradeoff(stage2_run, taus=taus, protocols=tradeoff_protocols,
-                                    modes=("real+gen", "gen:all"), seed=seed, device=device, progress=False)
+    parts = [timestep_tradeoff(SEED_RUNS[s]["stage2"], taus=taus, protocols=tradeoff_protocols,
+                               modes=("real+gen", "gen:all"), seed=s, device=device, progress=False)[0].assign(seed=s)
+             for s in seeds]
+    tradeoff = pd.concat(parts, ignore_index=True)
 summary["tradeoff"] = tradeoff.to_dict(orient="records")
 scope = read_json(OUT / "tradeoff.json")
-if scope and "n_ids" in scope:
-    display(Markdown(f"Measured on {scope['n_ids']} of the {scope['n_test_ids']} test identities "
-                     f"({scope['n_images']} query + gallery images), regenerated at every tau."))
-tt = tradeoff.pivot_table(index="tau", columns=["protocol", "mode"], values="mAP").mul(100)
-tt.columns = [f"mAP {p} {m}" for p, m in tt.columns]
-tt["s / 1k images"] = tradeoff.groupby("tau")["sec_per_1000"].first()
-display(tt.style.format(precision=2))
-# The figure shows the paper's descriptor (real + generated) with Rank-1 and mAP; the table above has gen:all too.
-shown = tradeoff[tradeoff["mode"] == "real+gen"].drop(columns="mINP")
-fig = viz.tradeoff_figure(shown if len(shown) else tradeoff, highlight_tau=gen.get("tau"),
-                          title="Accuracy (real + generated) and generation cost vs tau (dotted: the tables' tau)")
-fig.update_xaxes(type="log", tickvals=sorted(tradeoff["tau"].unique().tolist()))
-fig.update_layout(legend=dict(orientation="v", x=1.1, y=1, yanchor="top"), margin=dict(t=60))
-show(fig, "timestep_tradeoff")
+subset_note = ""
+if scope and "n_ids" in scope and scope["n_ids"] < scope.get("n_test_ids", scope["n_ids"]):
+    subset_note = (f"on a subset of {scope['n_ids']} of the {scope['n_test_ids']} test identities "
+                   f"({scope['n_images']} query + gallery images)")
+    display(Markdown(f"Measured {subset_note}, regenerated at every tau: its mAP is **not** comparable with the "
+                     "full-test-set tables above (a smaller gallery is easier); compare taus with each other."))
+tsum = tables.tradeoff_summary(tradeoff)
+knees = [tables.tradeoff_knee(tsum, p, "real+gen") for p in tradeoff_protocols]
+summary["tradeoff_knee"] = knees
+display(HTML(tsum.to_html(index=False, float_format=lambda v: f"{v:.2f}")))
+display(Markdown("; ".join(f"**{k['protocol']}**: knee tau = {k['tau']} (best tau {k['best_tau']}: "
+                           f"{k['best']:.2f} ± {k['best_std']:.2f} mAP)" for k in knees)))
+show(viz.tradeoff_seeds_figure(tsum, knees, mode="real+gen",
+                               title="real + generated mAP and generation cost vs tau (mean ± std over seeds)"
+                               + (f" — {subset_note}" if subset_note else "")), "timestep_tradeoff")
 
 # %% [markdown]
-# ## 4. Real and generated features in 2-D (Fig. 6)
-# Real retrieval features (circles) and the features generated for each view (diamonds) of a seeded
-# subsample of test images, embedded jointly.
+# ## 5. Real and generated features in 2-D (Fig. 6)
+# As the paper draws it: a handful of test identities (one colour each), their real retrieval features
+# (circles) and the features generated for each view (diamonds: aerial, squares: ground), embedded jointly;
+# then the `real+gen` descriptors of the same images on their own map. Generated features that land with
+# their identity's real ones carry identity; a split by marker shows what the target view adds.
 
 # %%
 METHOD_NAME = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}[embed_method]
 t0 = time.perf_counter()
-emb = analysis.embedding_frame(fs2, method=embed_method, include_generated=True, max_points=embed_max_points, seed=seed)
-summary["embedding"] = {"method": embed_method, "points": len(emb), "seconds": round(time.perf_counter() - t0, 1)}
-show(viz.embedding_figure(emb, color_by="kind", title=f"{METHOD_NAME} of real and generated features"),
-     "embedding_kind")
-show(viz.embedding_figure(emb[emb["kind"] == "real"], color_by="view_name",
-                          title=f"{METHOD_NAME} of the real features, coloured by view"), "embedding_view")
+fig6_rows = analysis.identity_rows(fs2, n_ids=8, seed=first)
+emb = analysis.embedding_frame(fs2, method=embed_method, include_generated=True, rows=fig6_rows, seed=first)
+show(viz.embedding_figure(emb, color_by="pid", title=f"{METHOD_NAME}: real (circles) and generated features of 8 "
+                                                     "identities (diamond: aerial view, square: ground view)"), "fig6_identities")
+emb_rg = analysis.descriptor_frame(fs2, "real+gen", fig6_rows, method=embed_method, seed=first)
+show(viz.embedding_figure(emb_rg, color_by="pid", title=f"{METHOD_NAME}: real+gen descriptors of the same images"),
+     "fig6_real_plus_gen")
+emb_all = analysis.embedding_frame(fs2, method=embed_method, include_generated=True, max_points=embed_max_points, seed=first)
+summary["embedding"] = {"method": embed_method, "points": len(emb_all), "fig6_points": len(emb),
+                        "seconds": round(time.perf_counter() - t0, 1)}
+show(viz.embedding_figure(emb_all, color_by="kind", title=f"{METHOD_NAME} of real and generated features "
+                                                        f"({embed_max_points} test images)"), "embedding_kind")
 
 # %% [markdown]
-# ## 5. Best and worst queries (Figs. 15/16)
+# ## 6. Best and worst queries (Figs. 15/16)
 # Top-10 rankings of SD-ReID stage 2 (real + generated) under the cross-view protocol. Borders: green
 # match, red non-match, grey junk (same identity and camera: shown, not ranked), blue the query.
 
@@ -220,7 +268,7 @@ for order in ("best", "worst"):
              f"ranklist_{order}_{i + 1}")
 
 # %% [markdown]
-# ## 6. View-condition similarity (Fig. 14)
+# ## 7. View-condition similarity (Fig. 14)
 # Cosine similarity of each test image's view token to the per-view centres of stage 1's memory bank,
 # and between instances (sorted by view): first as stage 1 emits the tokens, then standardised per
 # dimension, the space stage 2 reads its view conditions in (a small ViT's tokens share a large
@@ -231,7 +279,7 @@ from agreid_kit.diffusion.analyses import view_condition_similarity
 
 summary["view_similarity"] = []
 for space in ("raw", "standardised"):
-    vc_data, _ = view_condition_similarity(fs["SD-ReID stage 1"], max_instances=200, seed=seed, space=space)
+    vc_data, _ = view_condition_similarity(fs["SD-ReID stage 1"], max_instances=200, seed=first, space=space)
     vc_stats = vc_data["to_centres"].groupby(["view", "centre"])["cosine"].agg(["mean", "std", "count"]).reset_index()
     vc_stats.insert(0, "space", space)
     summary["view_similarity"] += vc_stats.to_dict(orient="records")
@@ -241,7 +289,7 @@ for space in ("raw", "standardised"):
     show(fig, "view_similarity" if space == "raw" else "view_similarity_standardised")
 
 # %% [markdown]
-# ## 7. Training curves
+# ## 8. Training curves
 
 # %%
 for label, d in RUNS.items():
@@ -250,34 +298,29 @@ for label, d in RUNS.items():
          f"curves_{label.lower().replace(' ', '_').replace('-', '')}")
 
 # %% [markdown]
-# ## 8. Accuracy vs altitude and pitch (SynthAG)
-# Rank-1 and mAP of the queries binned by their camera's altitude and pitch (protocol ALL). SynthAG's
-# ground cameras hang at 1.5-5 m with pitch 0-25 degrees, its drones fly at 15-75 m looking down 30-90
-# degrees: the 0-10 m altitude bin and the pitch bins below 30 degrees hold the ground queries.
+# ## 9. CMC and accuracy per camera (SynthAG geometry)
+# CMC curves (rank 1-20) on every protocol, then Rank-1 and mAP per query camera (protocol ALL) with each
+# camera's view, altitude and pitch: SynthAG's drones fly one altitude per camera, so per-camera bars are
+# the honest form of "accuracy vs altitude" (binning three fixed altitudes would leave empty bins).
 
 # %%
-GEO_BINS = {"altitude": [0, 10, 30, 45, 60, 75], "pitch": [0, 15, 30, 50, 70, 90]}
-geo_rows = []
-for by, edges in GEO_BINS.items():
-    parts = []
-    for label, mode in MAIN_MODE.items():
-        g = analysis.accuracy_by_geometry(fs[label], splits["ALL"], mode=mode, by=by, bins=edges)
-        g["bin"] = [f"{a:g}-{b:g}" for a, b in zip(g["left"], g["right"])]
-        parts.append(g.assign(method=label))
-        geo_rows += g.assign(method=label, by=by).to_dict(orient="records")
-    df = pd.concat(parts, ignore_index=True).drop(columns="mINP")  # Rank-1 and mAP: 6 lines stay readable
-    df.attrs["by"] = by
-    fig = viz.accuracy_geometry_figure(df, title=f"Accuracy vs {by} (protocol ALL)")
-    fig.update_layout(legend=dict(orientation="v", x=1.08, y=1, yanchor="top"))
-    fig.update_xaxes(title_text=f"{by} ({'m' if by == 'altitude' else 'degrees'})")
-    show(fig, f"accuracy_{by}")
-summary["accuracy_by_geometry"] = geo_rows
+for protocol in protocols:
+    cmc = analysis.cmc_table(fs, splits[protocol], MAIN_MODE, max_rank=20)
+    summary.setdefault("cmc", {})[protocol] = cmc.to_dict(orient="records")
+    show(viz.cmc_figure(cmc, title=f"CMC on {protocol} (seed {first})"), f"cmc_{protocol.replace('<->', '_').replace('->', '_')}")
+cam_parts = [analysis.accuracy_by_camera(fs[label], splits["ALL"], mode=mode).assign(method=label)
+             for label, mode in MAIN_MODE.items()]
+by_camera = pd.concat(cam_parts, ignore_index=True)
+summary["accuracy_by_camera"] = by_camera.to_dict(orient="records")
+show(viz.accuracy_camera_figure(by_camera, title=f"Accuracy per query camera (protocol ALL, seed {first})"),
+     "accuracy_by_camera")
+display(HTML(by_camera.pivot_table(index=["camera", "view_name", "altitude", "pitch"], columns="method", values="mAP")
+             .mul(100).to_html(float_format=lambda v: f"{v:.1f}")))
 
 # %% [markdown]
-# ## 9. Parameters, versions and timings
+# ## 10. Parameters, versions and timings
 
 # %%
-job = read_json(OUT / "job.json") or {}
 timings = read_json(OUT / "timings.json") or {}
 if timings.get("steps"):
     from agreid_kit.pipeline import STEPS

@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,7 +25,7 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-run_dir = "runs/notebooks/sdreid-stage2"
+run_dir = "runs/synthag-small/seed0/sdreid-stage2"  # made by `make report` (agreid report)
 taus = [1, 2, 5, 10, 20, 50]
 protocols = ["ALL", "A<->G"]
 modes = ["real+gen", "gen:all"]
@@ -33,7 +35,8 @@ seed = 0
 query_index = 0  # query shown in the widget
 out_dir = "runs/notebooks/timestep_tradeoff"
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+             choices={"png": ("require", "auto", "skip")})
 
 # %%
 params = guard.validate(globals())

@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,8 +29,8 @@ root = "data/synthag-tiny-s0"
 protocol = "ALL"  # protocol whose train split is used
 eval_protocols = ["ALL", "A<->G"]  # evaluated at the end
 method = "sdreid"  # vit | sdreid | vdt | vif | visa | svpr
-preset = "cpu"  # cpu: small ViT from scratch | paper: ViT-B/16 (needs pretrained)
-pretrained = ""  # local timm ViT weights file (paper preset)
+preset = "cpu"  # cpu: small conv-stem ViT from the kit init | paper: ViT-B/16 (needs pretrained)
+pretrained = ""  # local timm ViT weights file (paper preset); empty: the preset's own (cpu: the kit init)
 epochs = 2
 max_iters_per_epoch = 0  # 0: full epochs
 batch_p = 16  # identities per batch
@@ -38,7 +40,7 @@ seed = 0
 num_workers = 2
 run_dir = "runs/notebooks/sdreid"
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), outputs=("run_dir",), choices={"png": ("require", "auto", "skip"), "preset": ("cpu", "paper")})
 
 # %%
 params = guard.validate(globals())

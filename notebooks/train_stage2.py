@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,7 +37,8 @@ modes = ["real", "gen:all", "real+gen"]
 device = "cpu"
 seed = 0
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"stage1_run": "run the train_stage1 notebook first (or use runs/synthag-small/seed0/sdreid from `make report`)"},
+             outputs=("run_dir",), choices={"png": ("require", "auto", "skip"), "preset": ("cpu", "paper")})
 
 # %%
 params = guard.validate(globals())

@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,14 +25,15 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-run_dir = "runs/notebooks/sdreid"  # an sdreid stage-1 run (or its stage-2 run: same test features)
+run_dir = "runs/synthag-small/seed0/sdreid"  # an sdreid stage-1 run (or its stage-2 run: same test features)
 max_instances = 300  # instances in the instance-instance map
 nbins = 40
 seed = 0
 space = "raw"  # raw | standardised (per dimension: the space stage 2 reads its view conditions in)
 out_dir = "runs/notebooks/view_conditions"
 png = "auto"
-guard.freeze(globals())
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage1 notebook"}, outputs=("out_dir",),
+             choices={"png": ("require", "auto", "skip"), "space": ("raw", "standardised")})
 
 # %%
 params = guard.validate(globals())

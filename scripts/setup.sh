@@ -18,6 +18,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e .
   echo "$want" > "$stamp"
 fi
+# JupyterLab (of this venv) opens the jupytext .py notebooks as notebooks on double-click, and the paired
+# .ipynb copies exist for papermill and for outputs that survive a reload (`make notebooks` refreshes them).
+overrides=.venv/share/jupyter/lab/settings/overrides.json
+if [ ! -f "$overrides" ]; then
+  mkdir -p "$(dirname "$overrides")"
+  printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > "$overrides"
+fi
+if ! ls notebooks/*.ipynb >/dev/null 2>&1; then
+  .venv/bin/jupytext --quiet --sync notebooks/*.py >/dev/null
+fi
 # Headless Chromium serves the real-browser tests and the report screenshot; install it when we can.
 if [ "${AGREID_SKIP_CHROMIUM:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

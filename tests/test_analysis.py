@@ -199,20 +199,37 @@ def test_rank_list_modes_and_errors(tiny):
 
 
 def test_per_query_scores_consistent_with_evaluate_ranking(tiny):
-    from agreid_kit.eval import evaluate_split
+    from agreid_kit.eval import compute_distance, evaluate_split, ranking_inputs, score_queries
 
     fs, split = tiny
+    inputs = ranking_inputs(split)
     for mode in ("real", "gen:aerial", "real+gen"):
-        scores = analysis.per_query_scores(fs, split, mode, chunk=5)  # chunking must not change anything
-        res = evaluate_split(split, fs.descriptor(mode, fs.index_of(split.query)),
-                             fs.descriptor(mode, fs.index_of(split.gallery)))
+        qf, gf = fs.descriptor(mode, fs.index_of(split.query)), fs.descriptor(mode, fs.index_of(split.gallery))
+        res = evaluate_split(split, qf, gf)
+        # One chunk: the very distance matrix evaluate_split ranks, so the scores are the evaluator's, bit for bit.
+        scores = analysis.per_query_scores(fs, split, mode)
         assert len(scores) == res.n_query and scores.valid.tolist() == res.valid.tolist()
-        np.testing.assert_allclose(scores.ap.to_numpy(), res.ap, atol=1e-6)
-        np.testing.assert_allclose(scores.inp.to_numpy(), res.inp, atol=1e-6)
+        assert np.array_equal(scores.ap.to_numpy(), res.ap, equal_nan=True)
+        assert np.array_equal(scores.inp.to_numpy(), res.inp, equal_nan=True)
+        assert np.array_equal(scores.first_match_rank.fillna(0).to_numpy(), res.first_match_rank)
         assert (scores.first_match_rank == 1).mean() == pytest.approx(res.rank(1))
         assert (scores.first_match_rank <= 5).mean() == pytest.approx(res.rank(5))
-        for qi in (0, 7):
-            assert analysis.rank_list(fs, split, qi, mode=mode).ap == pytest.approx(res.ap[qi])
+        for qi in (0, 7):  # rank_list ranks the same block product: the evaluator's scores, bit for bit
+            rl = analysis.rank_list(fs, split, qi, mode=mode)
+            assert (rl.ap, rl.inp, rl.first_match_rank, rl.n_positives) == (
+                res.ap[qi], res.inp[qi], res.first_match_rank[qi], res.n_positives[qi])
+        # Chunking must not change anything beyond BLAS rounding of a smaller matrix product; rank_list
+        # with the same chunk ranks the same blocks, so it agrees with per_query_scores exactly.
+        chunked = analysis.per_query_scores(fs, split, mode, chunk=5)
+        np.testing.assert_allclose(chunked.ap.to_numpy(), res.ap, atol=1e-6)
+        for qi in (3, 6, 11):
+            rl = analysis.rank_list(fs, split, qi, mode=mode, chunk=5)
+            assert (rl.ap, rl.inp) == (chunked.ap[qi], chunked.inp[qi])
+            # On its own distance row the core and the vectorised evaluator agree exactly (one ranking core).
+            s = qi // 5 * 5
+            row = score_queries(compute_distance(qf[s:s + 5], gf), inputs["q_pids"][s:s + 5], inputs["g_pids"],
+                                inputs["q_camids"][s:s + 5], inputs["g_camids"])
+            assert (rl.ap, rl.inp, rl.first_match_rank) == (row.ap[qi - s], row.inp[qi - s], row.first_match_rank[qi - s])
 
 
 def test_rank_list_honours_protocol_gallery_rules(tiny):
@@ -225,7 +242,7 @@ def test_rank_list_honours_protocol_gallery_rules(tiny):
     strict = replace(split, protocol="A<->G-strict", options={"gallery_rules": [["exclude_same", "view"]]})
     scores = analysis.per_query_scores(fs, strict)
     res = evaluate_split(strict, fs.features[fs.index_of(strict.query)], fs.features[fs.index_of(strict.gallery)])
-    np.testing.assert_allclose(scores.ap.to_numpy(), res.ap, atol=1e-6)
+    assert np.array_equal(scores.ap.to_numpy(), res.ap, equal_nan=True)
     for qi, q in enumerate(strict.query):
         rl = analysis.rank_list(fs, strict, qi, k=12)
         assert all(it.record.view != q.view for it in rl.items) and rl.extra["n_excluded"] == 12

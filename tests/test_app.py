@@ -26,6 +26,7 @@ from agreid_kit.apps.ranking_app import (
     AppError,
     RankingBackend,
     build_app,
+    caption,
     default_run_dir,
     launch_app,
     load_upload,
@@ -49,7 +50,7 @@ def tiny_run(tmp_path_factory):
     data = ensure_synthag("tiny", root=root / "synthag-tiny")
     stage1, stage2 = root / "sdreid", root / "sdreid-stage2"
     train(make_config("sdreid", str(stage1), preset="cpu", data=f"synthag:{data}", protocol=PROTOCOL, epochs=1,
-                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3}))  # 3 blocks: half the CPU time
+                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3, "pretrained": None}))  # 3 blocks from scratch: half the CPU time
     train_stage2(Stage2Config(stage1=str(stage1), out=str(stage2), epochs=1, tau=TAU), progress=False)
     df, _ = timestep_tradeoff(stage2, taus=(1, TAU), protocols=(PROTOCOL,), progress=False)
     atomic_write_text(stage2 / "analysis" / "tradeoff.csv", df.to_csv(index=False))
@@ -92,7 +93,8 @@ def test_rank_query_equals_the_kits_rank_list(backend, mode):
                 assert abs(a.distance - b.distance) < 1e-6
             else:
                 assert (a.is_match, a.rank, a.is_junk) == (b.is_match, b.rank, b.is_junk)
-        assert ours.ap == pytest.approx(ref.ap, abs=2e-3) and ours.inp == pytest.approx(ref.inp, abs=2e-3)
+        # Both score the evaluator's distance matrix with the one ranking core: equal, not approximately.
+        assert (ours.ap, ours.inp, ours.first_match_rank) == (ref.ap, ref.inp, ref.first_match_rank)
         assert ours.n_positives == ref.n_positives
         assert not ours.generated_live and ours.search_backend == "exact"
 
@@ -101,9 +103,24 @@ def test_query_ap_matches_the_run_metrics(backend):
     # The mean of the per-query APs is the mAP that evaluation wrote to the stage-1 run's metrics.json.
     metrics = json.loads((backend.stage1_dir / "metrics.json").read_text())[PROTOCOL]["real"]
     aps = [backend.rank_query(qi, "real", k=1).ap for qi in range(len(backend.split().query))]
-    # Not bit-equal: a one-query float32 distance row can break near-ties differently from the full matrix.
-    assert np.mean([a for a in aps if a is not None]) == pytest.approx(metrics["mAP"], abs=2e-3)
+    # Bit-equal: the app's scores are the evaluator's own over the split, as `agreid evaluate` computes them.
+    assert np.mean([a for a in aps if a is not None]) == metrics["mAP"]
     assert sum(a is not None for a in aps) == metrics["n_valid"]
+
+
+@pytest.mark.parametrize("mode", ["real", "gen:ground", "real+gen"])
+def test_query_scores_equal_the_evaluators_exactly(backend, mode):
+    from agreid_kit.engine.evaluate import evaluate_featureset_split
+
+    split = backend.split()
+    res = evaluate_featureset_split(backend.fs, split, mode)  # what `agreid evaluate` writes to metrics.json
+    for qi in range(len(split.query)):
+        r = backend.rank_query(qi, mode, k=3)
+        if res.valid[qi]:
+            assert (r.ap, r.inp) == (res.ap[qi], res.inp[qi])  # exact, not approximate
+            assert (r.first_match_rank, r.n_positives) == (res.first_match_rank[qi], res.n_positives[qi])
+        else:
+            assert r.ap is None and r.inp is None and r.n_positives == 0
 
 
 def test_faiss_backend_gives_the_same_ranking(tiny_run, backend):
@@ -124,6 +141,8 @@ def test_live_generation_at_another_tau(backend):
     assert q_stored.shape == q_live.shape == (1, backend.fs.dim)
     assert not torch.allclose(q_stored, q_live)  # one step instead of two: another generated feature
     assert "generated live" in live.summary_markdown()
+    # A live query is scored by the same core on its own row: same positives, a valid AP.
+    assert live.n_positives == stored.n_positives and 0 < live.ap <= 1 and 0 < live.inp <= 1
     assert backend.rank_query(4, "real", k=5, tau=1).tau is None  # real mode ignores tau
 
 
@@ -287,7 +306,7 @@ def test_http_query_upload_mode_switch(served, backend):
     direct = backend.rank_query(3, "real", k=6)
     assert status == "" and len(gallery) == 6 and metrics["mode"] == "real"
     assert metrics["AP"] == pytest.approx(direct.ap) and metrics["INP"] == pytest.approx(direct.inp)
-    assert [g["caption"] for g in gallery] == [it.caption() for it in direct.items]
+    assert [g["caption"] for g in gallery] == [caption(it) for it in direct.items]
     assert all(Path(g["image"]).is_file() for g in gallery)
     assert "AP" in summary
     # Mode switch re-ranks the same query (session state) with the new descriptor.

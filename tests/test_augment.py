@@ -122,3 +122,75 @@ def test_batch_augment_spec_dispatch():
     assert isinstance(spec.plrm, PLRMConfig)
     torch.manual_seed(0)
     assert not torch.allclose(apply_batch_augment(images, spec), images)
+
+
+# ---- device placement ---------------------------------------------------------------------------
+class _VirtualDevice(torch.overrides.TorchFunctionMode):
+    """Pretend that tagged tensors live on an accelerator, without one.
+
+    The images are tagged; a result is tagged when a tagged tensor went in, or when it was made with an
+    explicit ``device=`` / moved by ``.to(device)`` / ``.cuda()``. An op that mixes tagged and untagged
+    tensors with more than one element (what fails on a real GPU for ``gather`` and is a silent host
+    round trip for indexing) is recorded; 0-dim tensors may mix, as CPU scalars may with CUDA tensors.
+    """
+
+    FACTORIES = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.zeros, torch.ones, torch.empty,
+                 torch.full, torch.arange, torch.eye, torch.tensor, torch.linspace}
+
+    def __init__(self):
+        super().__init__()
+        self.mixed: list[str] = []
+
+    @staticmethod
+    def tag(t):
+        t._on_accelerator = True
+        return t
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat = torch.utils._pytree.tree_leaves((args, kwargs))
+        tensors = [t for t in flat if isinstance(t, torch.Tensor)]
+        places = {getattr(t, "_on_accelerator", False) for t in tensors if t.dim() > 0}
+        name = getattr(func, "__name__", repr(func))
+        if len(places) > 1:
+            self.mixed.append(name)
+        out = func(*args, **kwargs)
+        if func in self.FACTORIES:
+            moved = kwargs.get("device") is not None
+        elif name in ("to", "cuda"):
+            moved = name == "cuda" or "device" in kwargs or any(isinstance(a, (torch.device, str)) for a in args[1:])
+            moved = moved or any(getattr(t, "_on_accelerator", False) for t in tensors)
+        else:
+            moved = True in places or any(getattr(t, "_on_accelerator", False) for t in tensors)
+        if moved:
+            for t in torch.utils._pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.tag(t)
+        return out
+
+
+def test_virtual_device_audit_catches_host_tensors():
+    images = torch.randn(2, 4)
+    with _VirtualDevice() as mode:
+        x = mode.tag(images.clone())
+        torch.gather(x, 1, torch.zeros(2, 1, dtype=torch.long))  # index made on the host
+        torch.gather(x, 1, torch.zeros(2, 1, dtype=torch.long).to(x.device))
+        torch.gather(x, 1, torch.zeros(2, 1, dtype=torch.long, device=x.device))
+    assert mode.mixed == ["gather"]
+
+
+@pytest.mark.parametrize("kind", ["plrm", "rotation", "patchshuffle"])
+@pytest.mark.parametrize("seeded", [True, False])
+def test_augmentations_keep_every_tensor_on_the_images_device(kind, seeded):
+    """Every random mask, angle and permutation is on ``images.device`` (the GPU crash of issue 14),
+    checked on CPU with a simulated device; the result is the same as without the audit."""
+    spec = BatchAugmentSpec(kind=kind, plrm={"p_img": 1.0}, rotation_p_img=1.0, shuffle_p_img=1.0)
+    images = torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    gen = (lambda: torch.Generator().manual_seed(1)) if seeded else (lambda: None)
+    torch.manual_seed(2)
+    plain = apply_batch_augment(images, spec, gen())
+    torch.manual_seed(2)
+    with _VirtualDevice() as mode:
+        out = apply_batch_augment(mode.tag(images.clone()), spec, gen())
+    assert mode.mixed == [], f"{kind}: host tensors met the images in {sorted(set(mode.mixed))}"
+    assert getattr(out, "_on_accelerator", False) and torch.equal(out, plain) and not torch.equal(out, images)

@@ -22,6 +22,7 @@ BUILTIN = {
     "lagper": ["A->G", "G->A", "G->A+G", "A->G-exp1", "G->A-exp2"],
     "g2aps": ["A->G", "G->A"],
     "cp2108": ["ALL", "A->G", "G->A", "A<->A", "G<->G", "A<->G-strict"],
+    "market": ["ALL", "A->G", "G->A", "A<->G", "A<->G-strict", "A<->A", "G<->G"],
 }
 
 
@@ -32,8 +33,8 @@ def test_builtin_datasets_and_descriptions():
 
 
 def test_unknown_names_list_valid_ones(tmp_path):
-    with pytest.raises(DatasetError, match="unknown dataset 'market'; valid: .*'agreid_v1'.*'lagper'"):
-        load_dataset("market", tmp_path, "ALL")
+    with pytest.raises(DatasetError, match="unknown dataset 'viper'; valid: .*'agreid_v1'.*'lagper'.*'market'"):
+        load_dataset("viper", tmp_path, "ALL")
     with pytest.raises(DatasetError, match="unknown protocol 'A<->G'; valid: \\['A->G', 'G->A'\\]"):
         load_dataset("agreid_v1", tmp_path, "A<->G")
     with pytest.raises(DatasetError, match="root folder .*nowhere does not exist. Expected layout"):

@@ -273,7 +273,7 @@ def test_cached_cross_attention_matches_the_unet_and_is_removed_after(guidance, 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
     from agreid_kit.diffusion.sample import generate_latent_features, parse_views
-    from agreid_kit.diffusion.train import load_stage1
+    from agreid_kit.diffusion.loading import load_stage1
     from agreid_kit.diffusion.unet import sd_unet_config_path
 
     model = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, **TINY_UNET)).eval()

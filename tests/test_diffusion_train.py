@@ -165,3 +165,110 @@ def test_model_ablation_retrains_one_run_per_value(stage1, tmp_path):
     cfg = json.loads((tmp_path / "abl" / "id_layers=1" / "config.json").read_text())
     assert cfg["model"]["id_layers"] == [-1]
     assert FeatureSet.load(tmp_path / "abl" / "id_layers=all" / "features" / "test").generated_views() == [0, 1]
+
+
+# ---- the paper path and recovery (issue: SD-ReID stage 2 earns its place) ----------------------------------
+def _tiny_sd_folder(root):
+    from diffusers import UNet2DConditionModel
+
+    small = UNet2DConditionModel(
+        in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24, attention_head_dim=2,
+    )
+    small.save_pretrained(root / "unet")
+    return root
+
+
+def test_finished_run_generates_after_its_sd_folder_is_deleted(stage1, tmp_path):
+    import shutil
+
+    from agreid_kit.diffusion.sample import generate_features
+    from agreid_kit.diffusion.train import train_stage2
+
+    sd = _tiny_sd_folder(tmp_path / "sd15")
+    out = train_stage2(_cfg(stage1, tmp_path / "run", epochs=1, model={"unet_path": str(sd)}), progress=False)
+    before = generate_features(out, tau=2, device="cpu", save=False, progress=False)
+    shutil.rmtree(sd)  # moved or deleted after training
+    after = generate_features(out, tau=2, device="cpu", save=False, progress=False)
+    assert torch.equal(before.extras["gen:0"], after.extras["gen:0"])
+
+
+def test_paper_preset_without_unet_names_the_flag(stage1, tmp_path):
+    with pytest.raises(ValueError, match="--unet PATH"):
+        Stage2Config(stage1=str(stage1), out=str(tmp_path / "x"), preset="paper")
+    from agreid_kit.cli import main
+
+    assert main(["train", "--method", "sdreid-stage2", "--stage1", str(stage1), "--out", str(tmp_path / "y"),
+                 "--preset", "paper"]) == 2
+
+
+def test_stage2_honours_threads_and_restores_them(stage1, tmp_path, monkeypatch):
+    from agreid_kit.diffusion import train as train_mod
+
+    seen = []
+    real = train_mod._train_stage2
+    monkeypatch.setattr(train_mod, "_train_stage2", lambda cfg, progress: seen.append(torch.get_num_threads()) or real(cfg, progress))
+    before = torch.get_num_threads()
+    train_mod.train_stage2(_cfg(stage1, tmp_path / "t", epochs=1, threads=2), progress=False)
+    assert seen == [2] and torch.get_num_threads() == before
+    from agreid_kit.cli.train import register  # the CLI passes --threads through to the stage-2 config
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--method", "sdreid-stage2", "--stage1", str(stage1), "--out", str(tmp_path / "c"),
+                              "--threads", "2", "--epochs", "1", "--no-generate"])
+    captured = {}
+    monkeypatch.setattr(train_mod, "train_stage2", lambda cfg, progress=True: captured.setdefault("cfg", cfg) and tmp_path)
+    train_mod.main_from_args(args)
+    assert captured["cfg"].threads == 2
+
+
+def test_rerun_with_other_settings_is_refused_not_mixed(stage1, tmp_path):
+    from agreid_kit.diffusion.train import train_stage2
+
+    out = train_stage2(_cfg(stage1, tmp_path / "r", epochs=2), progress=False)
+    saved = (out / "config.json").read_text()
+    for change, name in ((dict(seed=1), "seed"), (dict(lr=0.01), "lr"), (dict(batch_size=7), "batch_size")):
+        with pytest.raises(ValueError, match=f"other settings \\({name}"):
+            train_stage2(_cfg(stage1, out, epochs=2, **change), progress=False)
+    with pytest.raises(ValueError, match="would shorten it"):
+        train_stage2(_cfg(stage1, out, epochs=1), progress=False)
+    assert (out / "config.json").read_text() == saved  # nothing rewritten by the refused attempts
+    assert json.loads(saved)["stage2"]["epochs"] == 2
+
+
+def test_stage2_validates_on_the_identities_stage1_held_out(tmp_path):
+    from agreid_kit.diffusion.train import stage2_validation_rows, train_stage2
+
+    run = make_stage1_run(tmp_path)
+    train_fs = FeatureSet.load(run / "features" / "train")
+    train_fs.meta = {**train_fs.meta, "val_pids": [4, 5]}
+    train_fs.save(run / "features" / "train")
+    fit, val_split, val_rows = stage2_validation_rows(train_fs)
+    assert {train_fs.records[i].pid for i in val_rows} == {4, 5} and {train_fs.records[i].pid for i in fit} == {0, 1, 2, 3}
+    assert {r.pid for r in val_split.query} == {4, 5} and len(val_split.query) + len(val_split.gallery) == len(val_rows)
+    out = train_stage2(_cfg(run, tmp_path / "v", epochs=2, val_every=1, tau=2), progress=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    for entry in log:
+        for mode in ("real", "gen:all", "real+gen"):
+            assert 0.0 <= entry[f"val_{mode}_mAP"] <= 1.0
+    off = train_stage2(_cfg(run, tmp_path / "nv", epochs=1, validate=False), progress=False)
+    assert "val_real_mAP" not in json.loads((off / "log.jsonl").read_text().splitlines()[0])
+
+
+def test_paper_preset_uses_the_papers_vrd_location_and_weight_decay(stage1, tmp_path):
+    from agreid_kit.diffusion.loading import load_stage1
+    from agreid_kit.diffusion.train import build_model_config
+
+    s1 = load_stage1(stage1)
+    paper = Stage2Config(stage1=str(stage1), out=str(tmp_path / "p"), preset="paper", model={"unet_path": str(tmp_path)})
+    assert paper.weight_decay == 0.1 and paper.lr == 1e-4 and paper.epochs == 120
+    assert build_model_config(paper, s1).vrd_location == "both"
+    cpu = Stage2Config(stage1=str(stage1), out=str(tmp_path / "c"), preset="cpu")
+    assert cpu.weight_decay == 0.0
+    mine = Stage2Config(stage1=str(stage1), out=str(tmp_path / "m"), preset="cpu", model={"vrd_location": "none"})
+    assert build_model_config(mine, s1).vrd_location == "none"  # the user's option wins over the preset's
+    with pytest.raises(ValueError, match="preset must be one of"):
+        Stage2Config(stage1=str(stage1), out=str(tmp_path / "x"), preset="gpu")

@@ -9,7 +9,7 @@ import torch
 
 from agreid_kit.data.records import Record
 
-TINY_MODEL = dict(embed_dim=32, depth=2, num_heads=2, img_size=(32, 16))
+TINY_MODEL = dict(embed_dim=32, depth=2, num_heads=2, img_size=(32, 16), pretrained=None)
 
 
 def make_cargo_tree(root, n_train=10, n_test=4, per_cam=1, size=(32, 16), seed=0):
@@ -125,7 +125,7 @@ def test_dataset_names_a_corrupt_image(tmp_path):
 
     bad = tmp_path / "Cam1_day_1_0.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    ds = ReIDImageDataset([Record(str(bad), 0, 0, 0)], transform=lambda im: im)
+    ds = ReIDImageDataset([Record(str(bad), 0, 0, 0)], size=(8, 4))
     with pytest.raises(DatasetError, match="Cam1_day_1_0.jpg is corrupt"):
         ds[0]
 
@@ -144,16 +144,16 @@ def test_dataset_maps_attribute_values_through_the_vocabulary(tmp_path):
         Record("/x/b.jpg", 1, 0, 1, attributes={"build": "medium", "bag": None}),
         Record("/x/c.jpg", 1, 0, 1),
     ]
-    ds = ReIDImageDataset(recs, transform=lambda im: im, attribute_values=vocab)
+    ds = ReIDImageDataset(recs, size=(8, 4), attribute_values=vocab)
     assert ds.attribute_names == ["build", "bag"]
     assert [ds._attributes(r).tolist() for r in recs] == [[1, 0], [0, -1], [-1, -1]]
-    assert ReIDImageDataset(recs, lambda im: im, ["bag"], vocab)._attributes(recs[0]).tolist() == [0]
-    assert ReIDImageDataset(recs, lambda im: im)._attributes(recs[0]).shape == (0,)  # no attributes: A = 0
+    assert ReIDImageDataset(recs, (8, 4), None, ["bag"], vocab)._attributes(recs[0]).tolist() == [0]
+    assert ReIDImageDataset(recs, (8, 4), None)._attributes(recs[0]).shape == (0,)  # no attributes: A = 0
     odd = Record("/x/odd.jpg", 0, 0, 0, attributes={"build": "huge", "bag": 1})
     with pytest.raises(DatasetError, match=r"/x/odd.jpg: attribute 'build' has value 'huge', which is not in"):
-        ReIDImageDataset([odd], lambda im: im, attribute_values=vocab)._attributes(odd)
+        ReIDImageDataset([odd], (8, 4), attribute_values=vocab)._attributes(odd)
     with pytest.raises(ValueError, match=r"attribute\(s\) \['hat'\] have no vocabulary"):
-        ReIDImageDataset(recs, lambda im: im, ["hat"], vocab)
+        ReIDImageDataset(recs, (8, 4), None, ["hat"], vocab)
 
     # the engine gives SVPR the train records' vocabulary; records without attributes leave the branch off
     small = dict(vision_width=32, vision_layers=1, vision_head_width=16, text_width=32, text_layers=1, text_heads=2,
@@ -202,6 +202,27 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(cargo_root, tmp_path):
     assert torch.count_nonzero(a["view_centres"]) > 0
 
 
+def test_cache_workers_and_decoding_give_identical_runs(cargo_root, tmp_path):
+    """The decoded-image cache and the number of loader workers change speed only, never the numbers."""
+    from agreid_kit.engine.train import train
+
+    split = load(cargo_root)
+    runs = {
+        "cache": tiny_config(tmp_path / "cache", epochs=2, image_cache=str(tmp_path / "img-cache")),
+        "decode": tiny_config(tmp_path / "decode", epochs=2, image_cache="off"),
+        "decode_2_workers": tiny_config(tmp_path / "decode2", epochs=2, image_cache="off", num_workers=2),
+    }
+    dirs = {name: train(cfg, split=split) for name, cfg in runs.items()}
+    assert list((tmp_path / "img-cache").glob("*.npy"))  # the cached run did use the cache
+    ref = dirs["cache"]
+    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for name, d in dirs.items():
+        assert _metrics_rows(d) == _metrics_rows(ref), name
+        assert json.loads((d / "metrics.json").read_text()) == json.loads((ref / "metrics.json").read_text()), name
+        b = torch.load(d / "checkpoints" / "last.pt", weights_only=False)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def test_run_layout_features_and_evaluation(cargo_root, tmp_path):
     from agreid_kit.engine import evaluate_run, format_table, load_run
     from agreid_kit.engine.train import train
@@ -244,7 +265,7 @@ def test_bad_inputs_are_clear_errors(cargo_root, tmp_path):
     run = train(tiny_config(tmp_path / "c", epochs=1, extract_after=False), split=split)
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_config(tmp_path / "c", epochs=1), split=split)
-    with pytest.raises(ValueError, match="options differ"):
+    with pytest.raises(ValueError, match="other settings .*epochs: 1 -> 2"):
         train(tiny_config(tmp_path / "c", epochs=2), split=split, resume=True)
     # a checkpoint of another model
     import shutil

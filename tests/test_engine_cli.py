@@ -8,7 +8,7 @@ from agreid_kit.cli import main
 
 pytestmark = pytest.mark.slow
 
-TINY_OPTS = ["--model-opt", "embed_dim=32", "--model-opt", "depth=2", "--model-opt", "num_heads=2", "--model-opt", "img_size=[64,32]"]
+TINY_OPTS = ["--pretrained", "none", "--model-opt", "embed_dim=32", "--model-opt", "depth=2", "--model-opt", "num_heads=2", "--model-opt", "img_size=[64,32]"]
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,56 @@ def test_cli_bad_inputs_name_the_thing(synthag_tiny, tmp_path, capsys):
     assert "--pretrained PATH" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def _tiny_train(synthag_tiny, out, *extra):
+    return ["train", "--method", "vit", "--data", f"synthag:{synthag_tiny}", "--preset", "cpu", "--out", str(out),
+            "--epochs", "2", "--batch", "4", "2", "--num-workers", "0", "--max-iters-per-epoch", "2", "--threads", "1",
+            "--no-extract", *TINY_OPTS, *extra]
+
+
+def test_copied_run_resumes_in_its_own_folder_and_refuses_other_settings(synthag_tiny, tmp_path, capsys):
+    """B1: a copy resumes where it lives now; B3: resume never silently ignores --epochs/--lr/--seed."""
+    import shutil
+
+    orig = tmp_path / "orig"
+    args = _tiny_train(synthag_tiny, orig)
+    args[args.index("--epochs") + 1] = "1"
+    assert main(args) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(orig, copy)
+    before = (orig / "log.jsonl").read_text()
+    for flag, value, hint in (("--epochs", "3", "--extend-epochs"), ("--lr", "0.5", "--lr"), ("--seed", "7", "--seed")):
+        assert main(["train", "--out", str(copy), "--resume", flag, value]) == 2
+        assert hint in capsys.readouterr().err
+    assert main(["train", "--out", str(copy), "--resume", "--epochs", "2", "--extend-epochs"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {copy}" in out and "extended from 1" in out
+    rows = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["extended_from"] == 1
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+    assert (orig / "log.jsonl").read_text() == before  # the original is untouched
+    # train into an existing run without --resume: a one-line error naming the flag, no traceback
+    assert main(_tiny_train(synthag_tiny, copy)) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err
+
+
+def test_features_copied_from_another_run_are_refused(synthag_tiny, tmp_path, capsys):
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, seed in ((a, "0"), (b, "1")):
+        args = _tiny_train(synthag_tiny, run, "--seed", seed)
+        args.remove("--no-extract")
+        args[args.index("--epochs") + 1] = "1"
+        assert main(args) == 0
+    assert main(["evaluate", str(b), "--protocol", "ALL"]) == 0
+    shutil.copy2(a / "features" / "test.json", b / "features" / "test.json")
+    shutil.copy2(a / "features" / "test.safetensors", b / "features" / "test.safetensors")
+    capsys.readouterr()
+    assert main(["evaluate", str(b), "--protocol", "ALL"]) == 2
+    err = capsys.readouterr().err
+    assert "another checkpoint" in err and f"agreid extract {b}" in err
+    assert main(["extract", str(b), "--split", "test", "--num-workers", "0"]) == 0
+    assert main(["evaluate", str(b), "--protocol", "ALL"]) == 0

@@ -68,7 +68,8 @@ def test_attribute_loss_ignores_unknown_labels_by_hand():
     targets = torch.tensor([[0, 0, -1], [-1, 2, -1]])
     ce0 = math.log(2.0)
     ce1 = (-math.log(3.0 / 5.0) + math.log(3.0)) / 2
-    assert attribute_loss(logits, targets).item() == pytest.approx((ce0 + ce1) / 2, abs=1e-6)
+    # Eq. 11 sums the per-attribute CE over attributes (the paper's weight 0.1 multiplies the sum)
+    assert attribute_loss(logits, targets).item() == pytest.approx(ce0 + ce1, abs=1e-6)
     none = attribute_loss([logits[0].requires_grad_(True)], torch.tensor([[-1], [-1]]))
     assert none.item() == 0.0 and none.requires_grad
     with pytest.raises(ValueError, match="3 attribute classifiers"):

@@ -11,7 +11,7 @@ import torch
 from agreid_kit.features import FeatureSet
 
 # Small widths keep each run to a few seconds on 2 cores; the presets' structure is unchanged.
-SMALL_VIT = dict(embed_dim=64, depth=2, num_heads=2)
+SMALL_VIT = dict(embed_dim=64, depth=2, num_heads=2, pretrained=None)
 SMALL_CLIP = dict(vision_width=64, vision_layers=2, vision_head_width=32, text_width=64, text_layers=1, text_heads=2,
                   clip_embed_dim=32)
 MODEL_OPTS = {"vit": SMALL_VIT, "vdt": SMALL_VIT, "vif": SMALL_VIT, "visa": SMALL_VIT, "svpr": SMALL_CLIP}

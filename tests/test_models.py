@@ -7,7 +7,7 @@ import torch
 
 from agreid_kit.models import available_methods, create_model
 
-TINY = dict(embed_dim=32, depth=3, num_heads=2, img_size=(64, 32))
+TINY = dict(embed_dim=32, depth=3, num_heads=2, img_size=(64, 32), pretrained=None)
 
 
 def _batch(b=6, h=64, w=32, views=(0, 0, 1, 1, 1, 0)):
@@ -101,7 +101,7 @@ def _fake_imagenet_file(tmp_path, embed_dim=32):
 
 def test_local_pretrained_weights_load_with_pos_embed_resize(tmp_path, capsys):
     src, path = _fake_imagenet_file(tmp_path)
-    model = create_model("vit", "cpu", num_classes=3, pretrained=str(path), **TINY)
+    model = create_model("vit", "cpu", num_classes=3, **{**TINY, "stem": "patch", "pretrained": str(path)})
     printed = capsys.readouterr().out
     assert "missing keys (0)" in printed and "unexpected keys (0)" in printed
     torch.testing.assert_close(model.backbone.blocks[1].attn.qkv.weight, src.blocks[1].attn.qkv.weight)
@@ -111,11 +111,58 @@ def test_local_pretrained_weights_load_with_pos_embed_resize(tmp_path, capsys):
 
 def test_bad_pretrained_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist.*--pretrained"):
-        create_model("vit", "cpu", num_classes=3, pretrained=str(tmp_path / "nope.safetensors"), **TINY)
+        create_model("vit", "cpu", num_classes=3, **{**TINY, "stem": "patch", "pretrained": str(tmp_path / "nope.safetensors")})
     _, wrong_width = _fake_imagenet_file(tmp_path, embed_dim=64)
     with pytest.raises(ValueError, match="do not fit"):
-        create_model("vit", "cpu", num_classes=3, pretrained=str(wrong_width), **TINY)
+        create_model("vit", "cpu", num_classes=3, **{**TINY, "stem": "patch", "pretrained": str(wrong_width)})
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read"):
-        create_model("vit", "cpu", num_classes=3, pretrained=str(junk), **TINY)
+        create_model("vit", "cpu", num_classes=3, **{**TINY, "stem": "patch", "pretrained": str(junk)})
+
+
+# ---- kit-trained initialisations ---------------------------------------------------------------------------
+def test_pretrain_exports_a_kit_init_that_the_cpu_presets_load(tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from agreid_kit import pretrained
+    from agreid_kit.engine.pretrain import PretrainConfig, pretrain
+
+    tiny = dict(embed_dim=32, depth=2, num_heads=2, img_size=(64, 32))
+    cfg = PretrainConfig(name="test-init", data_root=str(tmp_path / "pre"), synth_preset="tiny", run_dir=str(tmp_path / "run"),
+                         out_dir=str(tmp_path / "weights"), threads=1, num_workers=0, model=tiny,
+                         recipe=dict(epochs=1, p=4, k=2, val_fraction=0.1, val_every=1))
+    weights = pretrain(cfg, progress=False)
+    card = json.loads((tmp_path / "weights" / "test-init.json").read_text())
+    assert card["architecture"]["embed_dim"] == 32 and card["architecture"]["stem"] == "conv"
+    assert card["data"]["seed"] == 1 and card["data"]["content_hash"] and card["sha256"]
+    assert card["recipe"]["train_config"]["model"]["pretrained"] is None  # pretrained from random weights
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "weights")
+    model = create_model("vit", "cpu", num_classes=3, pretrained="kit:test-init", **tiny)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(weights))
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    with pytest.raises(ValueError, match=r"differs in \['embed_dim'\]"):
+        create_model("vit", "cpu", num_classes=3, pretrained="kit:test-init", **{**tiny, "embed_dim": 64, "num_heads": 2})
+    with pytest.raises(FileNotFoundError, match="kit init 'nothere' is not installed"):
+        create_model("vit", "cpu", num_classes=3, pretrained="kit:nothere", **tiny)
+    with pytest.raises(ValueError, match="seed 0 is the benchmark"):
+        PretrainConfig(data_seed=0)
+
+
+def test_the_shipped_kit_init_matches_its_card():
+    import json
+
+    from agreid_kit.pretrained import DEFAULT_KIT_INIT, kit_init_files
+    from agreid_kit.utils.io import sha256_file
+
+    weights, card = kit_init_files(DEFAULT_KIT_INIT)
+    meta = json.loads(card.read_text())
+    assert sha256_file(weights) == meta["sha256"]
+    assert meta["data"]["seed"] != 0  # never SynthAG-small's identities
+    model = create_model("sdreid", "cpu", num_classes=5, num_views=2)  # the cpu preset loads it
+    assert model.config.pretrained == f"kit:{DEFAULT_KIT_INIT}"

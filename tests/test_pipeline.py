@@ -27,10 +27,11 @@ def test_main_job_writes_the_report_and_its_evidence(job):
     # Self-contained: plotly.js embedded once, no script fetched from the network.
     assert not re.findall(r"<script[^>]*\bsrc=[\"']https?://", text)
     assert text.count("plotly.js v") == 1 and "Plotly.newPlot" in text
-    for heading in ("Results per protocol", "Real vs generated", "Timestep trade-off", "Best and worst queries",
-                    "View-condition similarity", "Training curves", "Accuracy vs altitude and pitch",
-                    "Parameters, versions and timings"):
+    for heading in ("Results per protocol", "Real vs generated", "View conditions", "Timestep trade-off",
+                    "Best and worst queries", "View-condition similarity", "Training curves",
+                    "CMC and accuracy per camera", "Parameters, versions and timings"):
         assert heading in text, heading
+    assert "mean ± std" in text and "within noise" in text and "Initialisation" in text
 
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["steps"]) == set(STEPS)
@@ -41,28 +42,41 @@ def test_main_job_writes_the_report_and_its_evidence(job):
     assert {(r["protocol"], r["method"]) for r in table} == {
         (p, m) for p in cfg.protocols for m in ("ViT baseline", "SD-ReID stage 1", "SD-ReID stage 2")}
     for r in table:
-        for k in ("Rank-1", "mAP", "mINP"):
+        for k in ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP"):
             assert 0.0 <= r[k] <= 100.0, r
-        assert r["queries"] > 0
+        assert r["seeds"] == len(cfg.seeds) and r["mAP std"] is not None  # two seeds: a spread
+    assert {r["verdict"] for r in summary["comparisons"]} <= {"within noise", "a better", "b better"}
     modes = {r["features"] for r in summary["real_vs_generated"]}
     assert modes == set(pipeline.STAGE2_MODES)
+    assert {r["protocol"] for r in summary["stage2_gain"]} == set(cfg.protocols)
     assert sorted({r["tau"] for r in summary["tradeoff"]}) == cfg.taus
+    assert sorted({r["seed"] for r in summary["tradeoff"]}) == cfg.seeds
     assert all(r["sec_per_1000"] > 0 for r in summary["tradeoff"])
+    assert {k["protocol"] for k in summary["tradeoff_knee"]} == set(cfg.tradeoff_protocols)
+    assert all(k["tau"] in cfg.taus for k in summary["tradeoff_knee"])
+    assert len(summary["view_measures"]) == len(cfg.seeds)
+    for vm in summary["view_measures"]:
+        assert 0.0 <= vm["head_accuracy"] <= 1.0 and -1.0 <= vm["centre_cosine_raw"] <= 1.0
     assert summary["embedding"]["points"] == 3 * cfg.embed_max_points  # real + two generated views
+    assert summary["embedding"]["fig6_points"] > 0 and set(summary["cmc"]) == set(cfg.protocols)
     assert len(summary["best_queries"]) == len(summary["worst_queries"]) == cfg.n_rank_queries
     assert summary["best_queries"][0]["ap"] >= summary["worst_queries"][0]["ap"]
     assert {(r["space"], r["view"], r["centre"]) for r in summary["view_similarity"]} == {
         (s, v, c) for s in ("raw", "standardised") for v in ("aerial", "ground") for c in ("aerial", "ground")}
-    assert {r["by"] for r in summary["accuracy_by_geometry"]} == {"altitude", "pitch"}
+    cams = {r["camera"] for r in summary["accuracy_by_camera"]}
+    assert cams and all(r["n"] > 0 for r in summary["accuracy_by_camera"])  # per camera: no empty bins
     assert summary["versions"]["torch"] and summary["parameters"]["embed_method"] == "pca"
     for f in summary["figures"]:
         assert Path(f).is_file() and Path(f).suffix == ".html"
 
-    metrics = json.loads((out / "metrics.json").read_text())["results"]
-    assert set(metrics) == {"vit", "sdreid", "stage2"}
-    assert set(metrics["stage2"]["A<->G"]) == set(pipeline.STAGE2_MODES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"vit", "sdreid", "stage2"} and metrics["seeds"] == cfg.seeds
+    assert set(metrics["results"]["stage2"]["A<->G"]) == set(pipeline.STAGE2_MODES)
+    assert metrics["results"]["sdreid"]["ALL"]["real"]["mAP"]["n"] == len(cfg.seeds)
+    assert set(metrics["per_seed"]) == {str(s) for s in cfg.seeds}
     job_json = json.loads((out / "job.json").read_text())
     assert job_json["config"]["epochs"] == 1 and job_json["config"]["stage2_epochs"] == 2
+    assert job_json["threads"] == cfg.threads and job_json["versions"]["commit"]
 
 
 def test_rerun_reuses_every_step(job):
@@ -118,10 +132,13 @@ def test_config_errors_name_the_field(bad, match):
 def test_preset_defaults_and_locations():
     cfg = MainJobConfig()
     assert cfg.data_dir == Path("data/synthag-small-s0")
-    assert cfg.run_dir("stage2") == Path("runs/synthag-small/sdreid-stage2")  # the app's default run
+    assert cfg.run_dir("stage2") == Path("runs/synthag-small/seed0/sdreid-stage2")  # the app's default run
+    assert cfg.run_dir("vit", 2) == Path("runs/synthag-small/seed2/vit")
     assert re.fullmatch(r"reports/\d{4}-\d{2}-\d{2}", cfg.report_dir.as_posix())
-    assert cfg.taus == [1, 2, 5, 10, 20, 50] and cfg.embed_method == "umap"
+    assert cfg.seeds == [0, 1, 2] and cfg.threads == 2 and cfg.embed_method == "umap"
     assert MainJobConfig(preset="tiny", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="seeds"):
+        MainJobConfig(seeds=[1, 1])
 
 
 def test_strip_remote_scripts_keeps_inline_scripts():
@@ -158,3 +175,35 @@ def test_tradeoff_on_a_subset_of_identities(job, tmp_path):
     assert set(df["tau"]) == {1} and (df["n_query"] <= 6 * 10).all()
     assert not (tmp_path / "rep" / "tradeoff-run").exists()  # the temporary subset run is removed
     assert pipeline._step_tradeoff(sub, forced=False) is False  # same settings: reused
+
+
+def test_interrupted_job_after_a_settings_change_recomputes_what_changed(job, tmp_path, monkeypatch):
+    """B4: a job stopped after a settings change must not reuse the old evaluation / report on its rerun."""
+    import shutil
+
+    cfg, _ = job
+    for part in ("data_dir", "runs_dir"):
+        shutil.copytree(getattr(cfg, part), tmp_path / part)
+    shutil.copytree(cfg.report_dir, tmp_path / "report")
+    changed = MainJobConfig(**{**cfg.to_dict(), "epochs": 2, "data_root": str(tmp_path / "data_dir"),
+                               "runs_root": str(tmp_path / "runs_dir"), "out": str(tmp_path / "report")})
+    real = pipeline._step_stage1
+
+    def dies_in_stage1(c, method, forced):
+        if method == "sdreid":
+            raise KeyboardInterrupt("killed")
+        return real(c, method, forced)
+
+    monkeypatch.setattr(pipeline, "_step_stage1", dies_in_stage1)
+    with pytest.raises(KeyboardInterrupt):
+        run_main_job(changed)
+    monkeypatch.setattr(pipeline, "_step_stage1", real)
+    run_main_job(changed)
+    steps = json.loads((changed.report_dir / "timings.json").read_text())["steps"]
+    assert steps["vit"]["status"] == "reused"  # finished with the new settings before the kill
+    assert all(steps[s]["status"] == "ran" for s in ("sdreid", "stage2", "evaluate", "tradeoff", "report")), steps
+    metrics = json.loads((changed.report_dir / "metrics.json").read_text())
+    for seed in changed.seeds:
+        run_metrics = json.loads((changed.run_dir("sdreid", seed) / "metrics.json").read_text())
+        assert metrics["per_seed"][str(seed)]["sdreid"]["ALL"]["real"]["mAP"] == run_metrics["ALL"]["real"]["mAP"]
+        assert json.loads((changed.run_dir("sdreid", seed) / "config.json").read_text())["epochs"] == 2

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="agreid-kit: aerial-ground person re-identification workbench (SD-ReID and the field's systems).",
     )
     parser.add_argument("--version", action="version", version=f"agreid-kit {__version__}")
+    parser.add_argument(
+        "--progress", choices=("auto", "bar", "lines", "off"),
+        help="progress display of every command (default: $AGREID_PROGRESS or auto = a bar on a terminal, "
+        "one line per 25%% of a loop in a log or CI)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -34,14 +39,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends a command like Ctrl-C: the same clean-up runs (checkpoint notes, notebook kernels and
+    loader workers shut down by their context managers) instead of an abrupt exit that orphans children."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _stop_on_sigterm()
+    if getattr(args, "progress", None):
+        from agreid_kit.utils.progress import set_progress_mode
+
+        set_progress_mode(args.progress)
+    if getattr(args, "quiet", False):
+        from agreid_kit.utils.progress import set_progress_mode
+
+        set_progress_mode("off")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"agreid {args.command}: interrupted", file=sys.stderr)
+        return 130
     except CLIError as e:
         print(f"agreid {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -21,15 +21,18 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--preset", choices=("small", "tiny"), default="small",
-                   help="SynthAG size: small (400 ids, ~20 min on 2 cores) or tiny (CI smoke run)")
+                   help="SynthAG size: small (400 ids, ~25 min on 2 cores with set-up) or tiny (CI smoke run)")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="training seeds: every model is trained once per seed and tables show mean +- std (default 0 1 2)")
     p.add_argument("--epochs", type=int, help="stage-1 epochs of the ViT baseline and SD-ReID (preset default otherwise)")
     p.add_argument("--stage2-epochs", type=int, help="stage-2 epochs (preset default otherwise)")
     p.add_argument("--max-iters-per-epoch", type=int, help="cap stage-1 iterations per epoch (smoke runs)")
     p.add_argument("--taus", type=int, nargs="+", help="sampling steps of the trade-off (default 1 2 5 10 20 50)")
     p.add_argument("--embed-method", choices=("umap", "tsne", "pca"), help="2-D map of real vs generated features")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0, help="SynthAG seed of the benchmark (default 0: SynthAG-small)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads; 1 is much faster when other jobs share the cores")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads, pinned (default 2): seeded CPU runs repeat exactly only at the same count")
     p.add_argument("--data", help="SynthAG folder (default data/synthag-<preset>-s<seed>)")
     p.add_argument("--runs", help="folder of the three runs (default runs/synthag-<preset>)")
     p.add_argument("--out", help="report folder (default reports/<YYYY-MM-DD>)")
@@ -37,7 +40,7 @@ def register(subparsers) -> None:
                    help="PNG copies of the figures (need Chromium): require, auto (skip with a warning) or skip")
     p.add_argument("--no-reuse", action="store_true", help="run every step again, ignoring finished outputs")
     p.add_argument("--redo", nargs="+", default=[], metavar="STEP", help=f"run these steps again: {', '.join(STEP_NAMES)}")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress output (same as agreid --progress off)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +55,7 @@ def config_from_args(args: argparse.Namespace):
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     return MainJobConfig(
-        preset=args.preset, seed=args.seed, data_root=args.data, runs_root=args.runs, out=args.out,
+        preset=args.preset, data_seed=args.data_seed, seeds=args.seeds, data_root=args.data, runs_root=args.runs, out=args.out,
         epochs=args.epochs, stage2_epochs=args.stage2_epochs, max_iters_per_epoch=args.max_iters_per_epoch,
         taus=args.taus, embed_method=args.embed_method, device=args.device, png=args.png, threads=args.threads,
         reuse=not args.no_reuse, redo=list(args.redo), progress=not args.quiet,

@@ -6,7 +6,7 @@ import argparse
 
 from agreid_kit.cli import CLIError
 
-PRESET_NAMES = ("tiny", "small", "full")  # kept in step with agreid_kit.synth.PRESETS (checked in tests)
+PRESET_NAMES = ("tiny", "small", "pretrain", "full")  # kept in step with agreid_kit.synth.PRESETS (checked in tests)
 
 
 def register(subparsers) -> None:

@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from agreid_kit.cli import CLIError
+
 STAGE2 = "sdreid-stage2"
 _METHODS = ("vit", "sdreid", "vdt", "vif", "visa", "svpr", STAGE2)
 
@@ -23,18 +25,24 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=_METHODS, help="which system to train")
     p.add_argument("--data", help="dataset spec NAME:DIR, e.g. synthag:runs/synthag-small or cargo:/data/CARGO")
     p.add_argument("--protocol", default=None, help="protocol whose train split is used (default ALL); also evaluated at the end")
-    p.add_argument("--preset", choices=("paper", "cpu"), default="cpu", help="paper: ViT-B/16 recipe (needs --pretrained); cpu: small ViT from scratch")
+    p.add_argument("--preset", choices=("paper", "cpu"), default="cpu", help="paper: the method's paper recipe at ViT-B/16 (needs --pretrained; SVPR: a CLIP file, Adam 5e-6); cpu: the shared small-model recipe")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--resume", action="store_true", help="continue RUN from checkpoints/last.pt with its saved config")
+    p.add_argument("--extend-epochs", action="store_true",
+                   help="with --resume and --epochs N: train a finished or running run further, to N epochs (logged)")
     p.add_argument("--epochs", type=int, help="number of epochs (preset default otherwise)")
     p.add_argument("--batch", type=int, nargs=2, metavar=("P", "K"), help="identities per batch and images per identity")
     p.add_argument("--lr", type=float, help="base learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adam"))
+    p.add_argument("--weight-decay", type=float, help="weight decay (decoupled for adamw)")
+    p.add_argument("--warmup-iters", type=int, help="linear warm-up iterations")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     p.add_argument("--amp", choices=("auto", "no", "bf16", "fp16"), help="mixed precision on GPU (auto: bf16 where supported)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="auto uses a GPU when there is one")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on an oversubscribed machine)")
+    p.add_argument("--image-cache", metavar="auto|off|DIR",
+                   help="decoded-image cache: auto (default: $AGREID_IMAGE_CACHE or ~/.cache/agreid-kit/images), off, or a folder")
     p.add_argument("--pretrained", help="local timm ImageNet ViT weights file (.safetensors/.pth); required by --preset paper")
     p.add_argument("--val-fraction", type=float, help="share of train ids held out for validation (0 disables)")
     p.add_argument("--val-every", type=int, help="validate every N epochs")
@@ -99,11 +107,63 @@ def config_from_args(args):
     p, k = args.batch if args.batch else (None, None)
     return make_config(
         args.method, args.out, preset=args.preset, data=args.data, protocol=protocol, model=model,
-        epochs=args.epochs, p=p, k=k, lr=args.lr, optimizer=args.optimizer, amp=args.amp, device=args.device,
+        epochs=args.epochs, p=p, k=k, lr=args.lr, weight_decay=args.weight_decay, warmup_iters=args.warmup_iters,
+        image_cache=args.image_cache, optimizer=args.optimizer, amp=args.amp, device=args.device,
         seed=args.seed, num_workers=args.num_workers, threads=args.threads, val_fraction=args.val_fraction, val_every=args.val_every,
         ckpt_every=args.ckpt_every, max_iters_per_epoch=args.max_iters_per_epoch,
         eval_protocols=args.eval_protocols, extract_after=False if args.no_extract else None,
     )
+
+
+# flag -> TrainConfig field, for the flags that may be typed again with --resume
+_RESUME_FLAGS = {
+    "epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "warmup_iters": "warmup_iters", "optimizer": "optimizer",
+    "seed": "seed", "threads": "threads", "amp": "amp", "val_fraction": "val_fraction", "val_every": "val_every",
+    "ckpt_every": "ckpt_every", "max_iters_per_epoch": "max_iters_per_epoch", "data": "data", "protocol": "protocol",
+    "method": "method", "preset": "preset", "num_workers": "num_workers", "image_cache": "image_cache",
+}
+
+
+def resume_config(args: argparse.Namespace):
+    """The saved config of ``--out`` (now living there, wherever it was made), checked against typed flags.
+
+    Settings that shape the numbers must equal the run's: a different one is an error naming the flag
+    (``--epochs`` may grow with ``--extend-epochs``); speed-only settings (workers, image cache) may change.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from agreid_kit.engine.config import RUNTIME_ONLY, TrainConfig
+
+    path = Path(args.out) / "config.json"
+    if not path.is_file():
+        raise CLIError(f"--resume: {args.out} is not a run folder ({path.name} is missing); start it without --resume")
+    cfg = TrainConfig.load(path)
+    cfg = dataclasses.replace(cfg, out=str(args.out))  # a copied run resumes where it is now, not where it was made
+    changes: dict = {}
+    for flag, field in _RESUME_FLAGS.items():
+        given = getattr(args, flag, None)
+        if given is None or (flag == "preset" and given == "cpu" and cfg.preset != "cpu"):
+            continue  # not typed (the preset flag has a default: only an explicit other value counts)
+        saved = getattr(cfg, field)
+        if given == saved:
+            continue
+        if field in RUNTIME_ONLY:
+            changes[field] = given
+        elif field == "epochs" and getattr(args, "extend_epochs", False):
+            if given < saved:
+                raise CLIError(f"--extend-epochs: the run already has {saved} epochs; --epochs {given} would shorten it")
+            changes[field] = given
+        else:
+            hint = " or add --extend-epochs to train it further" if field == "epochs" else ""
+            raise CLIError(
+                f"--resume: {args.out} was trained with --{flag.replace('_', '-')} {saved!r}, you gave {given!r}. A resumed "
+                f"run continues with its own settings: drop --{flag.replace('_', '-')}{hint}, or start a new run "
+                "with another --out"
+            )
+    if args.batch and list(args.batch) != [cfg.p, cfg.k]:
+        raise CLIError(f"--resume: {args.out} was trained with --batch {cfg.p} {cfg.k}, you gave {' '.join(map(str, args.batch))}")
+    return dataclasses.replace(cfg, **changes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,20 +171,19 @@ def run(args: argparse.Namespace) -> int:
         from agreid_kit.diffusion.train import main_from_args
 
         return int(main_from_args(args) or 0)
-    import dataclasses
     from pathlib import Path
 
-    from agreid_kit.engine.config import TrainConfig
     from agreid_kit.engine.train import train
 
     if args.resume:
-        cfg = TrainConfig.load(Path(args.out) / "config.json")
-        if args.num_workers is not None:
-            cfg = dataclasses.replace(cfg, num_workers=args.num_workers)
+        cfg = resume_config(args)
     else:
         cfg = config_from_args(args)
+        if (Path(cfg.out) / "checkpoints" / "last.pt").is_file():
+            raise CLIError(f"--out {cfg.out} already holds a training run: continue it with `agreid train --out {cfg.out} "
+                           "--resume`, or choose another --out")
     try:
-        run_dir = train(cfg, resume=args.resume)
+        run_dir = train(cfg, resume=args.resume, extend_epochs=bool(getattr(args, "extend_epochs", False)))
     except KeyboardInterrupt:
         from agreid_kit.engine.checkpoint import last_epoch
 

@@ -89,7 +89,7 @@ def _ensure_builtin() -> None:
     if _BUILTIN_DONE:
         return
     _BUILTIN_DONE = True
-    from agreid_kit.data import agreid, cargo, cp2108, lagper
+    from agreid_kit.data import agreid, cargo, cp2108, lagper, market
 
     register_dataset(
         "agreid_v1", agreid.load_agreid_v1, {k: v[2] for k, v in agreid.V1_PROTOCOLS.items()},
@@ -114,6 +114,10 @@ def _ensure_builtin() -> None:
     register_dataset(
         "cp2108", cp2108.load_cp2108, {k: v[-1] for k, v in cp2108.CP2108_PROTOCOLS.items()},
         "CP2108: 2,108 ids, 17 UAVs + 22 CCTVs, attributes; option time_mode=mix|cross|same",
+    )
+    register_dataset(
+        "market", market.load_market, {k: v[-1] for k, v in market.MARKET_PROTOCOLS.items()},
+        "any Market-1501-style tree (bounding_box_train/, query/, bounding_box_test/); option aerial_cams=1,2",
     )
     if importlib.util.find_spec("agreid_kit.data.synthag") is not None:
         importlib.import_module("agreid_kit.data.synthag")

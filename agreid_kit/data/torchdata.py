@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +26,14 @@ def load_image(path: str):
 
 
 class ReIDImageDataset(Dataset):
-    """Records -> dicts with ``images``, ``pids``, ``camids``, ``views``, ``attributes``, ``index``.
+    """Records -> dicts with ``images`` (uint8, resized), ``pids``, ``camids``, ``views``, ``attributes``, ``index``.
+
+    Images come out as ``uint8 (3, H, W)`` at ``size = (H, W)`` (bicubic resize), read from ``cache``
+    (an :class:`~agreid_kit.data.image_cache.ImageCache` holding every record's path) when given, else
+    decoded from disk. Normalisation and augmentation happen on whole batches in the training
+    process (:mod:`agreid_kit.data.batch_transforms`), so nothing random happens here: the batches
+    are the same with any number of loader workers. ``__getitems__`` returns a collated batch dict
+    (use :func:`batch_loader`, whose collate function passes it through).
 
     ``attribute_values`` (attribute name -> its vocabulary, e.g. a model's ``attribute_vocabulary``)
     turns ``Record.attributes`` into class labels: value ``v`` of attribute ``a`` becomes
@@ -40,12 +46,21 @@ class ReIDImageDataset(Dataset):
     def __init__(
         self,
         records: Sequence[Record],
-        transform: Callable,
+        size: tuple[int, int],
+        cache=None,
         attribute_names: Sequence[str] = (),
         attribute_values: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.records = list(records)
-        self.transform = transform
+        self.size = (int(size[0]), int(size[1]))
+        self.cache = cache
+        if cache is not None:
+            if tuple(cache.size) != self.size:
+                raise ValueError(f"ReIDImageDataset: the image cache holds {cache.size} images, the model needs {self.size}")
+            missing = [r.path for r in self.records if r.path not in cache.row_of]
+            if missing:
+                raise ValueError(f"ReIDImageDataset: {len(missing)} image(s) are not in the image cache, e.g. {missing[0]}")
+            self._rows = np.array([cache.row_of[r.path] for r in self.records], dtype=np.int64)
         vocab = dict(attribute_values or {})
         self.attribute_names = list(attribute_names) if attribute_names else list(vocab)
         missing = [n for n in self.attribute_names if n not in vocab]
@@ -57,6 +72,11 @@ class ReIDImageDataset(Dataset):
         # value string -> label per attribute: a dict lookup per value instead of list.index per item
         self.attribute_values = {n: [str(v) for v in vocab[n]] for n in self.attribute_names}
         self._label_of = {n: {v: i for i, v in enumerate(vals)} for n, vals in self.attribute_values.items()}
+        # labels per record, computed once (a bad value fails here, naming the file, before any training)
+        self._labels = torch.tensor(
+            [[r.pid, r.camid, r.view] for r in self.records], dtype=torch.long
+        ).reshape(len(self.records), 3)
+        self._attrs = torch.stack([self._attributes(r) for r in self.records]) if self.records else torch.zeros(0, 0)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -78,41 +98,51 @@ class ReIDImageDataset(Dataset):
             labels.append(label)
         return torch.tensor(labels, dtype=torch.long)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        r = self.records[i]
+    def images(self, indices: Sequence[int]) -> torch.Tensor:
+        """uint8 (B, 3, H, W) of the records at ``indices``."""
+        if self.cache is not None:
+            rows = self._rows[np.asarray(indices, dtype=np.int64)]
+            order = np.argsort(rows, kind="stable")  # read the memory map in file order
+            out = np.empty((len(rows), 3, *self.size), dtype=np.uint8)
+            out[order] = self.cache[rows[order]]
+            return torch.from_numpy(out)
+        from agreid_kit.data.image_cache import decode_resized
+
+        return torch.from_numpy(np.stack([decode_resized(self.records[i].path, self.size) for i in indices]))
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        labels = self._labels[idx]
         return {
-            "images": self.transform(load_image(r.path)),
-            "pids": torch.tensor(r.pid, dtype=torch.long),
-            "camids": torch.tensor(r.camid, dtype=torch.long),
-            "views": torch.tensor(r.view, dtype=torch.long),
-            "attributes": self._attributes(r),
-            "index": torch.tensor(i, dtype=torch.long),
+            "images": self.images(indices),
+            "pids": labels[:, 0],
+            "camids": labels[:, 1],
+            "views": labels[:, 2],
+            "attributes": self._attrs[idx] if len(self._attrs) else torch.zeros(len(idx), 0, dtype=torch.long),
+            "index": idx,
         }
 
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker init: numpy/python RNGs follow the torch seed the loader gave the worker."""
-    seed = torch.initial_seed() % (2**32)
-    np.random.seed(seed)
-    random.seed(seed)
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
 
-def train_loader(dataset: ReIDImageDataset, batch_sampler, num_workers: int, seed: int) -> torch.utils.data.DataLoader:
-    """A loader over a P x K batch sampler; worker seeds come from ``generator`` (re-seeded per epoch)."""
-    g = torch.Generator()
-    g.manual_seed(seed)
+def _pass_batch(batch):
+    """Collate function of :func:`batch_loader`: ``__getitems__`` already returns a batch dict."""
+    return batch
+
+
+def batch_loader(dataset: ReIDImageDataset, batches, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """Batches of ``dataset`` for an iterable of index lists (a P x K sampler or fixed chunks).
+
+    With a decoded-image cache the batches are slices of a memory map: read them in this process
+    (``num_workers=0``), leaving both cores to the model. Without one, ``num_workers`` processes
+    decode JPEGs ahead of the model. Either way the batches are identical.
+    """
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=batch_sampler,
+        batch_sampler=batches,
         num_workers=num_workers,
-        worker_init_fn=seed_worker,
-        generator=g,
+        collate_fn=_pass_batch,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
-    )
-
-
-def eval_loader(dataset: ReIDImageDataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=torch.cuda.is_available()
     )

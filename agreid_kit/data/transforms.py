@@ -1,6 +1,10 @@
-"""Image transforms: the ReID training recipe and the deterministic test transform.
+"""Image transforms: the deterministic test transform and the per-image reference training recipe.
 
 Sizes and normalisation come from the model (``model.input_size``, ``model.mean``, ``model.std``).
+Training does not use :func:`train_transform`: the engine reads resized ``uint8`` images (from the
+decoded-image cache, :mod:`agreid_kit.data.image_cache`) and augments whole batches with
+:func:`agreid_kit.data.batch_transforms.batch_train_augment`, which draws from the same distributions.
+``train_transform`` stays as the torchvision reference those distributions are tested against.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ class TransformConfig:
 
 
 def train_transform(cfg: TransformConfig):
-    """Resize -> flip -> pad + random crop -> tensor -> normalise -> random erasing."""
+    """Reference per-image recipe: Resize -> flip -> pad + random crop -> tensor -> normalise -> random erasing."""
     from torchvision import transforms as T
 
     steps = [T.Resize(tuple(cfg.input_size), interpolation=T.InterpolationMode.BICUBIC)]
@@ -34,13 +38,24 @@ def train_transform(cfg: TransformConfig):
     return T.Compose(steps)
 
 
-def test_transform(cfg: TransformConfig):
-    from torchvision import transforms as T
+def resize_uint8(image, size: tuple[int, int]):
+    """A PIL image -> ``uint8 (3, H, W)`` tensor, bicubic resize (the decoded-image cache's pixels)."""
+    import numpy as np
+    import torch
+    from PIL import Image
 
-    return T.Compose(
-        [
-            T.Resize(tuple(cfg.input_size), interpolation=T.InterpolationMode.BICUBIC),
-            T.ToTensor(),
-            T.Normalize(cfg.mean, cfg.std),
-        ]
-    )
+    h, w = int(size[0]), int(size[1])
+    rgb = image.convert("RGB")
+    if rgb.size != (w, h):
+        rgb = rgb.resize((w, h), Image.BICUBIC)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)))
+
+
+def test_transform(cfg: TransformConfig):
+    """PIL image -> normalised float (3, H, W): bicubic resize, /255, normalise (= cached pixels, normalised)."""
+    from agreid_kit.data.batch_transforms import normalise_uint8
+
+    def transform(image):
+        return normalise_uint8(resize_uint8(image, cfg.input_size), cfg.mean, cfg.std)
+
+    return transform

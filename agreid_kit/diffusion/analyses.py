@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -171,7 +172,7 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
 # model option changed; "guidance" regenerates one trained run at each scale.
 ABLATIONS: dict[str, tuple[str, list[Any]]] = {
     "vrd_mechanism": ("model", ["conv", "pool", "proj"]),
-    "vrd_location": ("model", ["down", "up", "both"]),
+    "vrd_location": ("model", ["none", "down", "up", "both"]),
     "learner_depth": ("model", [0, 1, 2]),
     "id_layers": ("model", [1, 2, 3, "all"]),  # the last K ID-condition tokens (Fig. 10)
     "guidance": ("guidance", [1.0, 1.5, 2.0, 3.0, 5.0]),
@@ -236,3 +237,111 @@ def ablation(
                  hover_data=["mode"], title=f"SD-ReID stage-2 ablation: {study}")
     fig.update_yaxes(title_text="%")
     return df, fig
+
+
+def view_token_measures(stage1_run: str | Path) -> dict[str, Any]:
+    """How much view the stage-1 view conditions carry (what stage 2 receives), on the run's test images.
+
+    - ``head_accuracy``: the stage-1 view head's accuracy on the instance view tokens;
+    - ``centre_cosine``: cosine between the memory centres of the views (raw, as stage 2's context
+      receives them before its standardisation; and standardised);
+    - ``separation``: mean cosine of an instance token to its own view's centre minus to the other
+      view's centre (raw and standardised), and ``instance_separation``: mean cosine between
+      instances of the same view minus between instances of different views (Fig. 14's matrix);
+    - ``probe_accuracy``: a logistic-regression probe fitted on the train split's view tokens,
+      scored on the test tokens (chance = the majority view's share, given as ``chance``).
+    """
+    import numpy as np
+
+    from agreid_kit.diffusion.model import moments
+    from agreid_kit.engine.run import load_run
+
+    run = load_run(stage1_run)
+    test = FeatureSet.load(run.features_path("test"))
+    if "view_token" not in test.extras or "view_centres" not in test.globals:
+        raise ValueError(f"{stage1_run}: its test FeatureSet has no view tokens (is it an sdreid stage-1 run?)")
+    tokens, centres, views = test.extras["view_token"].float(), test.globals["view_centres"].float(), test.views
+    model = run.model
+    with torch.no_grad():
+        _, logits = model.view_head(tokens)
+    out: dict[str, Any] = {"head_accuracy": float((logits.argmax(1) == views).float().mean())}
+    counts = torch.bincount(views, minlength=centres.shape[0]).float()
+    out["chance"] = float(counts.max() / counts.sum())
+    mean, std = (m.float() for m in moments(tokens))
+    for space, (tok, cen) in {"raw": (tokens, centres), "standardised": ((tokens - mean) / std, (centres - mean) / std)}.items():
+        out[f"centre_cosine_{space}"] = float(_cosine(cen[:1], cen[1:2])[0, 0]) if cen.shape[0] > 1 else None
+        sims = _cosine(tok, cen)  # (N, V)
+        own = sims.gather(1, views[:, None]).squeeze(1)
+        other = (sims.sum(1) - own) / max(1, cen.shape[0] - 1)
+        out[f"separation_{space}"] = float((own - other).mean())
+        g = torch.Generator().manual_seed(0)
+        pick = torch.randperm(len(tok), generator=g)[:1000]
+        inst = _cosine(tok[pick], tok[pick])
+        same = views[pick][:, None] == views[pick][None, :]
+        off = ~torch.eye(len(pick), dtype=torch.bool)
+        out[f"instance_separation_{space}"] = float(inst[same & off].mean() - inst[~same].mean())
+    train_path = run.features_path("train")
+    if train_path.with_suffix(".json").is_file():
+        from sklearn.linear_model import LogisticRegression
+
+        train = FeatureSet.load(train_path)
+        if "view_token" in train.extras and len(set(train.views.tolist())) > 1:
+            x_tr = ((train.extras["view_token"].float() - mean) / std).numpy()
+            probe = LogisticRegression(max_iter=2000).fit(x_tr, train.views.numpy())
+            pred = probe.predict(((tokens - mean) / std).numpy())
+            out["probe_accuracy"] = float(np.mean(pred == views.numpy()))
+    return out
+
+
+def generated_view_probe(stage2_run: str | Path) -> dict[str, Any]:
+    """Whether ``gen:<view>`` features are view-specific: a view probe fitted on real train features.
+
+    A logistic regression learns the view from stage 1's real retrieval features of the train
+    split; it is then asked which view each generated feature looks like. ``accuracy[v]`` is the
+    share of ``gen:v`` features it assigns to view ``v`` (1.0: the generated features carry their
+    target view; about the share of v among real images: they do not). ``real_accuracy`` is the
+    probe on the real test features, for scale.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    run = Path(stage2_run)
+    config = json.loads((run / "config.json").read_text())
+    stage1 = Path(config["stage1"])
+    train = FeatureSet.load(stage1 / "features" / "train")
+    test = FeatureSet.load(run / "features" / "test")
+    gen_views = test.generated_views()
+    if not gen_views:
+        raise ValueError(f"{run}: no generated features (run `agreid generate {run}`)")
+    norm = lambda x: torch.nn.functional.normalize(x.float(), dim=1).numpy()  # noqa: E731 - cosine space
+    probe = LogisticRegression(max_iter=2000).fit(norm(train.features), train.views.numpy())
+    out: dict[str, Any] = {"real_accuracy": float(np.mean(probe.predict(norm(test.features)) == test.views.numpy())),
+                           "accuracy": {}}
+    for v in gen_views:
+        pred = probe.predict(norm(test.extras[f"gen:{v}"]))
+        out["accuracy"][VIEW_NAMES[v]] = float(np.mean(pred == v))
+    return out
+
+
+def stage2_validation(stage2_run: str | Path, taus: Sequence[int] = (5,), guidances: Sequence[float] = (2.0,),
+                      seed: int = 0, device: str = "cpu"):
+    """Validation mAP / Rank-1 of ``real``, ``gen:all`` and ``real+gen`` of a trained stage-2 run on the identities
+    its stage-1 run held out, for each sampling setting (tau, guidance): how settings are chosen without the
+    test split. Returns a DataFrame ``tau, guidance, <mode> mAP / rank1`` (fractions)."""
+    import pandas as pd
+
+    from agreid_kit.diffusion.loading import load_stage1, load_stage2
+    from agreid_kit.diffusion.train import stage2_validation_rows, validate_stage2
+
+    model, run_cfg = load_stage2(stage2_run, device=device)
+    s1 = load_stage1(run_cfg["stage1"])
+    _, val_split, val_rows = stage2_validation_rows(s1.train)
+    if val_split is None:
+        raise ValueError(f"{run_cfg['stage1']}: its stage-1 run held out no validation identities (val_fraction 0)")
+    val_fs = s1.train.subset(val_rows)
+    rows = []
+    for tau in taus:
+        for w in guidances:
+            m = validate_stage2(model, val_fs, val_split, int(tau), float(w), seed, int(run_cfg["num_train_timesteps"]), device)
+            rows.append({"tau": int(tau), "guidance": float(w), **m})
+    return pd.DataFrame(rows)

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from agreid_kit import VIEW_NAMES
-from agreid_kit.features import FeatureSet
+from agreid_kit.features import FeatureSet, checkpoint_digest
 
 
 def parse_views(views: Sequence[int | str] | None, num_views: int, dataset: str = "") -> list[int]:
@@ -59,7 +59,7 @@ def generate_latent_features(
 
     The UNet generates standardised pre-BNNeck features; they are returned in the stage-1 retrieval
     space (un-standardised, then stage 1's neck), the space of the real feature they are compared with."""
-    from tqdm.auto import tqdm
+    from agreid_kit.utils.progress import progress_bar
 
     from agreid_kit.diffusion.model import from_latent
     from agreid_kit.diffusion.schedule import make_scheduler
@@ -85,7 +85,7 @@ def generate_latent_features(
         torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         if device.type == "cuda" and amp else None
     )
-    for start in tqdm(range(0, n, batch_size), desc=f"generate tau={tau}", leave=False, disable=not progress):
+    for start in progress_bar(range(0, n, batch_size), desc=f"generate tau={tau}", enabled=progress):
         rows = slice(start, min(start + batch_size, n))
         b = rows.stop - rows.start
         idc = id_cond[rows].to(device).float().repeat(V, 1, 1)  # view-major: (V * b, L-1, D)
@@ -117,6 +117,24 @@ def generate_latent_features(
     return {v: out[i] for i, v in enumerate(views)}
 
 
+def load_real_test_features(run: Path, run_cfg: dict) -> FeatureSet:
+    """The stage-2 run's test FeatureSet, or, when it is missing or half-written (a generation killed between
+    its two files), a fresh copy of its stage-1 run's test features: ``generate`` owns this file."""
+    from agreid_kit.features import FeatureSetError
+
+    stem = run / "features" / "test"
+    try:
+        return FeatureSet.load(stem)
+    except FeatureSetError as e:
+        stage1 = Path(run_cfg.get("stage1", "")) / "features" / "test"
+        if not stage1.with_suffix(".json").is_file():
+            raise
+        print(f"agreid generate: {e}; starting again from the stage-1 test features {stage1}")
+        fs = FeatureSet.load(stage1)
+        fs.meta = {**fs.meta, "method": "sdreid-stage2", "run": str(run), "stage1_run": str(stage1.parent.parent)}
+        return fs
+
+
 def generate_features(
     run_dir: str | Path,
     tau: int = 5,
@@ -135,14 +153,14 @@ def generate_features(
     Earlier ``gen:*`` extras are replaced (a FeatureSet holds one generation setting, recorded in
     ``meta["generation"]`` with the measured seconds per 1,000 images).
     """
-    from agreid_kit.diffusion.train import load_stage2, resolve_device
+    from agreid_kit.diffusion.loading import load_stage2, resolve_device
 
     if tau < 1:
         raise ValueError(f"tau (number of denoising steps) must be >= 1, got {tau}")
     dev = resolve_device(device)
     model, run_cfg = load_stage2(run_dir, device=str(dev))
     stem = Path(run_dir).expanduser() / "features" / "test"
-    fs = FeatureSet.load(stem)
+    fs = load_real_test_features(Path(run_dir).expanduser(), run_cfg)
     if "id_cond" not in fs.extras:
         raise ValueError(f"{stem}.json has no id_cond extra: it is not an sdreid stage-1 test FeatureSet")
     if fs.extras["id_cond"].shape[1:] != (model.config.num_id_layers, model.config.dim):
@@ -165,6 +183,7 @@ def generate_features(
     extras.update({f"gen:{v}": f for v, f in gen.items()})
     meta = dict(fs.meta)
     meta["generation"] = {
+        "checkpoint_sha256": checkpoint_digest(Path(run_dir).expanduser() / "checkpoints" / "last.pt"),
         "tau": tau, "guidance": guidance, "sampler": sampler, "timestep_spacing": timestep_spacing,
         "views": view_ids, "seed": seed, "batch_size": batch_size, "device": str(dev),
         "seconds": seconds, "seconds_per_1000": 1000 * seconds / max(len(fs), 1),

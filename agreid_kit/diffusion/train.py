@@ -22,99 +22,67 @@ from typing import Any
 
 import torch
 
-from agreid_kit.diffusion.config import Stage2Config, Stage2ModelConfig, default_train_timesteps
+from agreid_kit.diffusion.config import Stage2Config, Stage2ModelConfig, default_tau, default_train_timesteps
 from agreid_kit.features import FeatureSet, FeatureSetError
-
-METHOD = "sdreid-stage2"
-STAGE1_TRAIN_EXTRAS = ("prebn", "id_cond", "view_token")
-
-
-@dataclass
-class Stage1Features:
-    """What stage 2 reads from a stage-1 run."""
-
-    run: Path
-    train: FeatureSet
-    test_stem: Path
-    config: dict[str, Any]
-    dataset: str
-    dim: int
-    num_id_layers: int
-    num_views: int
-    view_centres: torch.Tensor
+from agreid_kit.diffusion.loading import METHOD, STAGE1_TRAIN_EXTRAS, Stage1Features, load_stage1, resolve_device
+from agreid_kit.utils.io import file_signature
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: cuda when present. Asking for cuda without one says so once and falls back to CPU."""
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        print(f"agreid: no GPU available (asked for {device!r}); continuing on CPU")
-        return torch.device("cpu")
-    return dev
+def stage2_validation_rows(train_fs: FeatureSet):
+    """(training rows, validation split, validation rows) of a stage-1 train FeatureSet.
+
+    The validation identities are the ones stage 1 carved out of its train split (``meta["val_pids"]``,
+    dataset ids): per identity the first image of each camera is a query, the rest gallery, as
+    stage 1 validated. None, None, None when the stage-1 run held out nothing.
+    """
+    from agreid_kit.engine.data import validation_split
+
+    held = {int(p) for p in train_fs.meta.get("val_pids", [])}
+    if not held:
+        return None, None, None
+    raw = [r.raw_pid if r.raw_pid is not None else r.pid for r in train_fs.records]
+    val_rows = [i for i, p in enumerate(raw) if p in held]
+    fit_rows = [i for i, p in enumerate(raw) if p not in held]
+    if not val_rows or not fit_rows:
+        return None, None, None
+    from dataclasses import replace
+
+    records = [replace(train_fs.records[i], pid=raw[i]) for i in val_rows]
+    return fit_rows, validation_split(records), val_rows
 
 
-def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
-    """Validate a stage-1 sdreid run and read its cached features."""
-    run = Path(stage1).expanduser()
-    if not run.is_dir():
-        raise FileNotFoundError(f"stage-1 run {run} does not exist (expected a run dir from `agreid train --method sdreid`)")
-    cfg_path = run / "config.json"
-    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    feats = run / "features"
-    stems = {"train": feats / "train", "test": feats / "test"}
-    for split, stem in stems.items():
-        if split == "train" and not need_train:
-            continue
-        if not stem.with_suffix(".json").is_file():
-            raise FileNotFoundError(
-                f"stage-1 run {run}: {stem.with_suffix('.json')} is missing; stage 2 needs the cached {split} "
-                f"FeatureSet of a finished sdreid run (re-run `agreid extract {run} --split {split}`)"
-            )
-    test_head = json.loads(stems["test"].with_suffix(".json").read_text())
-    test_meta = test_head.get("meta", {})
-    method = test_meta.get("method", config.get("method"))
-    if method not in (None, "sdreid"):
-        raise ValueError(f"stage-1 run {run} was trained with method {method!r}; stage 2 needs an sdreid stage-1 run")
-    for name in ("id_cond", "view_token", "prebn", "global/view_centres"):
-        if name not in test_head.get("tensors", {}):
-            raise FeatureSetError(f"stage-1 FeatureSet {stems['test']}.json has no tensor {name!r} (is it an sdreid run?)")
-    dim = int(test_head["tensors"]["prebn"][1])
-    num_id_layers = int(test_head["tensors"]["id_cond"][1])
-    dataset = str(test_meta.get("dataset", ""))
-    train = None
-    if need_train:
-        train = FeatureSet.load(stems["train"])
-        missing = [n for base in STAGE1_TRAIN_EXTRAS for n in (base, base + "_flip") if n not in train.extras]
-        if missing:
-            raise FeatureSetError(
-                f"stage-1 train FeatureSet {stems['train']}.json lacks {missing}; stage 2 needs prebn/id_cond/view_token "
-                "and their _flip variants (extract the train split with flip on)"
-            )
-        if train.extras["prebn"].shape[1] != dim or train.extras["id_cond"].shape[1] != num_id_layers:
-            raise FeatureSetError(
-                f"stage-1 run {run}: train features are {train.extras['prebn'].shape[1]}-d with "
-                f"{train.extras['id_cond'].shape[1]} ID tokens but test features are {dim}-d with {num_id_layers}"
-            )
-        if train.meta.get("dataset", dataset) != dataset:
-            raise FeatureSetError(
-                f"stage-1 run {run}: train features are from dataset {train.meta.get('dataset')!r}, test from {dataset!r}"
-            )
-        centres = train.globals.get("view_centres")
-    else:
-        centres = FeatureSet.load(stems["test"]).globals.get("view_centres")
-    if centres is None or centres.ndim != 2 or centres.shape[1] != dim:
-        raise FeatureSetError(f"stage-1 run {run}: global view_centres must be (V, {dim}), got {None if centres is None else tuple(centres.shape)}")
-    return Stage1Features(run, train, stems["test"], config, dataset, dim, num_id_layers, int(centres.shape[0]), centres.float())
+def validate_stage2(model, val_fs: FeatureSet, val_split, tau: int, guidance: float, seed: int, T: int,
+                    device) -> dict[str, float]:
+    """Validation mAP / Rank-1 of ``real``, ``gen:all`` and ``real+gen`` on the held-out train identities."""
+    from agreid_kit.diffusion.sample import generate_latent_features
+    from agreid_kit.engine.evaluate import evaluate_featureset_split, metrics_dict
+
+    was_training = model.training
+    model.eval()
+    views = list(range(model.config.num_views))
+    gen = generate_latent_features(model, val_fs.extras["id_cond"], views, tau=tau, guidance=guidance,
+                                   num_train_timesteps=T, seed=seed, device=device,
+                                   progress=False)
+    model.train(was_training)
+    # the split carries the identities (looked up by path): the FeatureSet only supplies the features
+    fs = FeatureSet(val_fs.features, val_fs.records, "val", "stage2-validation", extras={f"gen:{v}": f for v, f in gen.items()})
+    out: dict[str, float] = {}
+    for mode in ("real", "gen:all", "real+gen"):
+        m = metrics_dict(evaluate_featureset_split(fs, val_split, mode))
+        out[f"val_{mode}_mAP"] = m["mAP"]
+        out[f"val_{mode}_rank1"] = m["rank1"]
+    return out
 
 
 def build_model_config(cfg: Stage2Config, s1: Stage1Features) -> Stage2ModelConfig:
+    """The preset's model defaults, the user's options over them, the stage-1 facts over both."""
+    from agreid_kit.diffusion.config import STAGE2_MODEL_PRESETS
+
     fixed = dict(dim=s1.dim, num_id_layers=s1.num_id_layers, num_views=s1.num_views)
     clash = {k: v for k, v in cfg.model.items() if k in fixed and v != fixed[k]}
     if clash:
         raise ValueError(f"stage-2 model options {clash} contradict the stage-1 run {s1.run} ({fixed})")
-    return Stage2ModelConfig(**{**cfg.model, **fixed})
+    return Stage2ModelConfig(**{**STAGE2_MODEL_PRESETS[cfg.preset], **cfg.model, **fixed})
 
 
 def _run_config(cfg: Stage2Config, mcfg: Stage2ModelConfig, s1: Stage1Features, T: int) -> dict[str, Any]:
@@ -128,16 +96,38 @@ def _run_config(cfg: Stage2Config, mcfg: Stage2ModelConfig, s1: Stage1Features, 
         "num_train_timesteps": T,
         "stage2": cfg.to_dict(),
         "model": mcfg.to_dict(),
+        # which stage-1 features this run was trained from (a retrained stage 1 makes it stale)
+        "stage1_features": file_signature(s1.test_stem.with_suffix(".json")),
     }
 
 
+# Stage-2 settings that never change the numbers of a run (they may differ when it is resumed).
+STAGE2_RUNTIME_ONLY = ("resume", "device", "generate_after", "tau", "guidance", "checkpoint_every", "out")
+
+
 def _check_same_run(existing: dict[str, Any], new: dict[str, Any], path: Path) -> None:
-    for key in ("stage1", "dataset", "dim", "num_train_timesteps", "model"):
-        if existing.get(key) != new.get(key):
+    """Resuming continues only with the settings that shaped the run so far; anything else is an error."""
+    for key in ("stage1", "dataset", "dim", "num_train_timesteps", "model", "stage1_features"):
+        if key in existing and existing.get(key) != new.get(key):
             raise ValueError(
                 f"{path} belongs to another stage-2 run ({key} = {existing.get(key)!r}, now {new.get(key)!r}); "
-                "use a new --out folder or pass resume=False"
+                "use a new --out folder, or --no-resume to train this one again from scratch"
             )
+    old, now = existing.get("stage2", {}), new.get("stage2", {})
+    # More epochs continue the same run exactly (the schedule does not depend on the total); fewer would not.
+    if (now.get("epochs") or 0) < (old.get("epochs") or 0):
+        raise ValueError(
+            f"{path}: the run was trained for {old.get('epochs')} epochs; --epochs {now.get('epochs')} would shorten it. "
+            "Use a new --out folder for a shorter run"
+        )
+    diff = sorted(k for k in set(old) | set(now)
+                  if k not in STAGE2_RUNTIME_ONLY + ("epochs",) and old.get(k) != now.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise ValueError(
+            f"{path}: the run was trained with other settings ({shown}); resuming would mix them. Use a new --out "
+            "folder, or --no-resume to train this one again from scratch"
+        )
 
 
 def _lr(cfg: Stage2Config, iteration: int, epoch: int) -> float:
@@ -159,14 +149,14 @@ def train_epoch(model, batch_iter, optimizer, scaler, device, cfg: Stage2Config,
                 epoch: int, iteration: int, train: dict[str, torch.Tensor], generator: torch.Generator,
                 progress: bool = True) -> tuple[float, int]:
     """One pass over the cached training features; returns (mean loss, next iteration index)."""
-    from tqdm.auto import tqdm
+    from agreid_kit.utils.progress import progress_bar
 
     from agreid_kit.diffusion.model import to_latent
     from agreid_kit.diffusion.schedule import add_noise, sample_timesteps
 
     model.train()
     total, count = 0.0, 0
-    for rows in tqdm(batch_iter, desc=f"stage2 epoch {epoch}", leave=False, disable=not progress):
+    for rows in progress_bar(batch_iter, desc=f"stage2 epoch {epoch}", enabled=progress):
         b = len(rows)
         flip = (torch.rand(b, generator=generator) < 0.5) if cfg.flip else torch.zeros(b, dtype=torch.bool)
         pick = lambda name: torch.where(  # noqa: E731 - original or flipped image's cached tensor
@@ -202,7 +192,19 @@ def train_epoch(model, batch_iter, optimizer, scaler, device, cfg: Stage2Config,
 
 
 def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
-    """Train stage 2 on a stage-1 run's cached features; return the stage-2 run dir."""
+    """Train stage 2 on a stage-1 run's cached features; return the stage-2 run dir.
+
+    ``config.threads`` applies to this call only (the previous torch thread count is restored)."""
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train_stage2(config, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     from agreid_kit.diffusion.model import SDReIDStage2
     from agreid_kit.diffusion.schedule import alphas_cumprod
     from agreid_kit.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -217,6 +219,11 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     device = resolve_device(cfg.device)
     run_cfg = _run_config(cfg, mcfg, s1, T)
     ckpt_path = out / "checkpoints" / "last.pt"
+    from agreid_kit.utils.io import remove_stale_temporaries
+
+    stale = sum(remove_stale_temporaries(d) for d in (out, out / "checkpoints", out / "features"))
+    if stale:
+        print(f"{out}: removed {stale} temporary file(s) left by an interrupted write")
     resume = cfg.resume and ckpt_path.is_file()
     if resume:
         _check_same_run(json.loads((out / "config.json").read_text()), run_cfg, out / "config.json")
@@ -225,7 +232,9 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     seed_everything(cfg.seed)
     model = SDReIDStage2(mcfg)
     model.view_centres.copy_(s1.view_centres)
-    tr_fs = s1.train
+    # the identities stage 1 held out for validation stay out of stage 2's training too: they validate it
+    fit_rows, val_split, val_rows = stage2_validation_rows(s1.train) if cfg.validate else (None, None, None)
+    tr_fs = s1.train if fit_rows is None else s1.train.subset(fit_rows)
     if "features_flip" in tr_fs.extras:
         model.fit_feature_spaces(torch.cat([tr_fs.extras["prebn"], tr_fs.extras["prebn_flip"]]),
                                  torch.cat([tr_fs.features, tr_fs.extras["features_flip"]]))
@@ -252,7 +261,7 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
         start_epoch, iteration, log = state["epoch"] + 1, state["iteration"], list(state["log"])
         restore_rng(state["rng"])
 
-    tr = s1.train
+    tr = tr_fs
     train = {k: tr.extras[k].float() for base in STAGE1_TRAIN_EXTRAS for k in (base, base + "_flip")}
     train["views"] = tr.views
     if int(train["views"].max()) >= s1.num_views:
@@ -269,12 +278,17 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
                                       train, g, progress)
         entry = {"epoch": epoch, "lr": _lr(cfg, iteration - 1, epoch), "loss": loss, "iterations": iteration,
                  "seconds": round(time.time() - t0, 3)}
+        if val_split is not None and cfg.val_every and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+            entry.update(validate_stage2(model, s1.train.subset(val_rows), val_split, cfg.tau or default_tau(s1.dataset),
+                                         cfg.guidance, cfg.seed, T, device))
         log.append(entry)
         atomic_write_text(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
         state = {
             "method": METHOD, "model_config": mcfg.to_dict(), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "epoch": epoch, "iteration": iteration, "log": log, "rng": capture_rng(), "run_config": run_cfg,
+            # the UNet's own config: a finished run loads without the SD-1.5 folder it was started from
+            "unet_config": dict(model.unet.config),
         }
         save_checkpoint(ckpt_path, state)
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
@@ -287,32 +301,11 @@ def train_stage2(config: Stage2Config, progress: bool = True) -> Path:
         fs.meta = {**fs.meta, "method": METHOD, "run": str(out), "stage1_run": str(s1.run)}
         fs.save(test_stem)
     if cfg.generate_after:
-        from agreid_kit.diffusion.config import default_tau
         from agreid_kit.diffusion.sample import generate_features
 
         generate_features(out, tau=cfg.tau or default_tau(s1.dataset), guidance=cfg.guidance, seed=cfg.seed,
                           device=str(device), progress=progress)
     return out
-
-
-def load_stage2(run_dir: str | Path, device: str = "cpu"):
-    """(model in eval mode, run config dict) of a stage-2 run; checks it still matches its stage-1 run."""
-    from agreid_kit.diffusion.model import SDReIDStage2
-    from agreid_kit.engine.checkpoint import load_checkpoint, load_model_state
-
-    run = Path(run_dir).expanduser()
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run} is not a stage-2 run: {cfg_path} is missing")
-    run_cfg = json.loads(cfg_path.read_text())
-    if run_cfg.get("method") != METHOD:
-        raise ValueError(f"{cfg_path}: method is {run_cfg.get('method')!r}, expected {METHOD!r} (a stage-2 run)")
-    state = load_checkpoint(run / "checkpoints" / "last.pt", method=METHOD)
-    mcfg = Stage2ModelConfig.from_dict(state["model_config"])
-    # Every weight (the frozen SD ones included) is in the checkpoint: build the UNet from its config only.
-    model = SDReIDStage2(mcfg, load_unet_weights=False)
-    load_model_state(model, state["model"], run / "checkpoints" / "last.pt")
-    return model.to(resolve_device(device)).eval(), run_cfg
 
 
 def main_from_args(args) -> int:
@@ -352,9 +345,9 @@ def main_from_args(args) -> int:
         amp = amp != "no"
     preset = get("preset", "cpu")
     cfg = Stage2Config(
-        stage1=str(args.stage1), out=str(args.out), preset=preset if preset in ("cpu", "paper") else "cpu",
+        stage1=str(args.stage1), out=str(args.out), preset=preset,
         model=model, epochs=get("epochs"), batch_size=get("batch_size"), lr=get("lr"), seed=get("seed", 0),
-        device=get("device", "auto"), amp=amp, num_train_timesteps=get("timesteps"),
+        device=get("device", "auto"), threads=get("threads"), amp=amp, num_train_timesteps=get("timesteps"),
         timestep_sampling=get("timestep_sampling", "cubic"), tau=get("tau"), guidance=get("guidance", 2.0),
         generate_after=not get("no_generate", False), resume=not get("no_resume", False),
         checkpoint_every=get("checkpoint_every", get("ckpt_every", 0)),

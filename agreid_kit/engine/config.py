@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+# Fields that change how fast a run goes, never its numbers: they may differ when a run is resumed or reused.
+# Fields that do not change a run's numbers: where it lives now (a copied run resumes in its own folder),
+# worker count and image cache (augmentation is drawn in the main process).
+RUNTIME_ONLY = ("out", "num_workers", "image_cache")
 AMP_MODES = ("auto", "no", "bf16", "fp16")
 
 
@@ -47,7 +51,11 @@ class TrainConfig:
     flip_prob: float = 0.5
     pad: int = 10
     erasing_prob: float = 0.5
-    extract_after: bool = True  # extract features/{train,test} and write metrics.json at the end
+    extract_after: bool = True  # extract features and write metrics.json at the end
+    extract_splits: list[str] = field(default_factory=lambda: ["train", "test"])  # which features/<split> to write
+    # decoded-image cache (agreid_kit.data.image_cache): auto (the default folder, unless AGREID_IMAGE_CACHE=off),
+    # off, or a folder. Results are identical with and without it.
+    image_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -58,6 +66,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        bad = [x for x in self.extract_splits if x not in ("train", "test")]
+        if bad or not self.extract_splits:
+            raise ValueError(f"TrainConfig.extract_splits must list 'train' and/or 'test', got {self.extract_splits}")
         if self.ckpt_every < 1 or self.val_every < 1:
             raise ValueError("TrainConfig.ckpt_every and val_every must be >= 1")
 
@@ -84,7 +95,9 @@ class TrainConfig:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-# Training hyper-parameters per preset (the model side lives in agreid_kit.models.*).
+# Training hyper-parameters per preset (the model side lives in agreid_kit.models.*). A method whose paper
+# trains otherwise registers its own values for a preset (register_model(..., train_presets=...)), which
+# make_config merges over these; "cpu" is shared by every method so the method comparison stays fair.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # SD-ReID / VDT recipe: SGD 0.008, warm-up 2000 iters from x0.01, cosine to 1.6e-6, 120 epochs, 32 x 4.
     "paper": dict(
@@ -100,9 +113,21 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(method: str, out: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:
-    """A TrainConfig from a preset's hyper-parameters plus ``overrides`` (None values are ignored)."""
+def method_recipe(method: str, preset: str) -> dict[str, Any]:
+    """The training hyper-parameters of ``method`` at ``preset``: the shared ``TRAIN_PRESETS[preset]``
+    with the method's own values for that preset (its paper's recipe) merged over them.
+
+    Names that are not model methods (e.g. ``sdreid-stage2``, trained by its own loop) get the shared preset.
+    """
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
-    values = {**TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    from agreid_kit.models import _METHOD_MODULES, method_train_presets
+
+    own = method_train_presets(method).get(preset, {}) if method in _METHOD_MODULES else {}
+    return {**TRAIN_PRESETS[preset], **own}
+
+
+def make_config(method: str, out: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:
+    """A TrainConfig from ``method_recipe(method, preset)`` plus ``overrides`` (None values are ignored)."""
+    values = {**method_recipe(method, preset), **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(method=method, out=str(out), preset=preset, **values)

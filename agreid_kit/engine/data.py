@@ -70,15 +70,21 @@ def carve_validation(
     rng = np.random.default_rng(seed)
     held = sorted(int(p) for p in rng.choice(pids, size=n_val, replace=False))
     held_set = set(held)
+    # Validation records keep the dataset pid; relabelling only matters for the classifier.
+    val = validation_split([replace(r, raw_pid=r.raw_pid if r.raw_pid is not None else r.pid)
+                            for r in train if r.pid in held_set])
+    kept = [r for r in train if r.pid not in held_set]
+    return relabel_train(kept), val, held
+
+
+def validation_split(records: Sequence[Record]) -> DatasetSplit:
+    """Held-out records as a query/gallery split: per identity, the first image (by path) of each
+    camera is a query, the rest are the gallery (positives are then cross-camera)."""
     query, gallery, seen = [], [], set()
-    for r in sorted((r for r in train if r.pid in held_set), key=lambda r: r.path):
+    for r in sorted(records, key=lambda r: r.path):
         key = (r.pid, r.camid)
-        # Validation records keep the dataset pid; relabelling only matters for the classifier.
-        rec = replace(r, raw_pid=r.raw_pid if r.raw_pid is not None else r.pid)
-        (gallery if key in seen else query).append(rec)
+        (gallery if key in seen else query).append(r)
         seen.add(key)
     if not gallery:
         raise ValueError("validation carve-out: held-out ids have one image per camera, so the gallery is empty")
-    val = DatasetSplit(dataset="validation", protocol="val", root="", train=[], query=query, gallery=gallery)
-    kept = [r for r in train if r.pid not in held_set]
-    return relabel_train(kept), val, held
+    return DatasetSplit(dataset="validation", protocol="val", root="", train=[], query=query, gallery=gallery)

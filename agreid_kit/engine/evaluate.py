@@ -64,6 +64,7 @@ def evaluate_run(
 
     run = load_run(run_dir)
     fs = FeatureSet.load(run.features_path("test"))
+    verify_run_features(run, fs, modes)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for protocol in protocols:
         split = (splits or {}).get(protocol) or run.load_split(protocol)
@@ -76,12 +77,34 @@ def evaluate_run(
     return results
 
 
+def verify_run_features(run, fs, modes: Sequence[str] = ("real",)) -> None:
+    """Refuse test features that this run did not make (copied from another run, or stale after a retrain).
+
+    The real features must come from the checkpoint of the run that extracted them (a stage-2 run's
+    real features are its stage-1 run's); generated ones from the stage-2 run's own checkpoint."""
+    from agreid_kit.features import verify_origin
+
+    stem = run.features_path("test")
+    if run.method == "sdreid-stage2":
+        stage1 = Path(run.config.get("stage1", ""))
+        verify_origin(stem, stage1 / "checkpoints" / "last.pt", fs.meta.get("checkpoint_sha256"), "real (stage-1) features",
+                      f"agreid train --method sdreid-stage2 --stage1 {stage1} --out {run.dir} --no-resume")
+        if any(m != "real" for m in modes):
+            verify_origin(stem, run.checkpoint_path, fs.meta.get("generation", {}).get("checkpoint_sha256"),
+                          "generated features", f"agreid generate {run.dir}")
+    else:
+        verify_origin(stem, run.checkpoint_path, fs.meta.get("checkpoint_sha256"), "test features",
+                      f"agreid extract {run.dir} --split test")
+
+
 def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """A fixed-width Rank-1/5/10, mAP, mINP table (percent), one row per protocol and mode."""
-    lines = [f"{'protocol':<12s} {'mode':<10s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} {'queries':>8s}"]
+    # The mode column widens for long keys such as "real+gen+rerank" so the numbers stay aligned.
+    w = max([10, *(len(mode) for by_mode in results.values() for mode in by_mode)])
+    lines = [f"{'protocol':<12s} {'mode':<{w}s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} {'queries':>8s}"]
     for protocol, by_mode in results.items():
         for mode, m in by_mode.items():
             vals = [100 * float(m.get(k, float("nan"))) for k in ("rank1", "rank5", "rank10", "mAP", "mINP")]
             q = f"{m.get('n_valid', '?')}/{m.get('n_query', '?')}"
-            lines.append(f"{protocol:<12s} {mode:<10s} " + " ".join(f"{v:6.2f}" for v in vals) + f" {q:>8s}")
+            lines.append(f"{protocol:<12s} {mode:<{w}s} " + " ".join(f"{v:6.2f}" for v in vals) + f" {q:>8s}")
     return "\n".join(lines)

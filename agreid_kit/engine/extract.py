@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from agreid_kit.data.records import DatasetSplit, Record, relabel_train
-from agreid_kit.features import FeatureSet, compute_fingerprint, records_manifest
+from agreid_kit.features import FeatureSet, checkpoint_digest, compute_fingerprint, records_manifest
 
 
 @torch.no_grad()
@@ -20,19 +20,26 @@ def embed_records(
     flip: bool = False,
     keys: Sequence[str] | None = None,
     desc: str = "extract",
+    cache=None,
+    progress: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """``model.embed`` over ``records`` (test transform); with ``flip`` also ``<key>_flip`` of the mirrored image."""
-    from tqdm.auto import tqdm
+    """``model.embed`` over ``records`` (test transform); with ``flip`` also ``<key>_flip`` of the mirrored image.
 
-    from agreid_kit.data.torchdata import ReIDImageDataset, eval_loader
-    from agreid_kit.data.transforms import TransformConfig, test_transform
+    ``cache``: a decoded-image cache holding every record's path (else the images are decoded by
+    ``num_workers`` loader processes); the features are the same either way.
+    """
+    from agreid_kit.data.batch_transforms import normalise_uint8
+    from agreid_kit.data.torchdata import ReIDImageDataset, batch_loader
+    from agreid_kit.utils.progress import progress_bar
 
     was_training = model.training
     model.eval()
-    tcfg = TransformConfig(model.input_size, model.mean, model.std)
-    loader = eval_loader(ReIDImageDataset(records, test_transform(tcfg)), batch_size, num_workers)
+    dataset = ReIDImageDataset(records, model.input_size, cache)
+    chunks_idx = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
+    loader = batch_loader(dataset, chunks_idx, 0 if cache is not None else num_workers)
     chunks: dict[str, list[torch.Tensor]] = {}
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in progress_bar(loader, total=len(chunks_idx), desc=desc, enabled=progress):
+        batch["images"] = normalise_uint8(batch["images"], model.mean, model.std)
         batch = {k: v.to(device) for k, v in batch.items()}
         outs = {"": model.embed(batch)}
         if flip:
@@ -53,6 +60,7 @@ def extract_features(
     num_workers: int = 2,
     data: DatasetSplit | None = None,
     save: bool = True,
+    image_cache: str = "auto",
 ) -> FeatureSet:
     """Embed the run's ``train`` or ``test`` images (query + gallery, each once) and save the FeatureSet.
 
@@ -79,7 +87,10 @@ def extract_features(
     if flip is None:
         flip = split == "train" and run.method == "sdreid"
     device = next(model.parameters()).device
-    out = embed_records(model, records, batch_size, num_workers, device, flip=flip, desc=f"extract {split}")
+    from agreid_kit.engine.train import open_image_cache
+
+    cache = open_image_cache(records, model.input_size, image_cache, num_workers)
+    out = embed_records(model, records, batch_size, num_workers, device, flip=flip, desc=f"extract {split}", cache=cache)
     features = out.pop("features")
     globals_ = {}
     if hasattr(model, "view_centres"):
@@ -104,6 +115,8 @@ def extract_features(
             "num_layers": getattr(model, "num_layers", None),
             # method-specific labels, e.g. SVPR's "untrained text encoder" flag, travel with the features
             **getattr(model, "feature_meta", {}),
+            # the features' origin: evaluation refuses them in a run whose checkpoint is another
+            "checkpoint_sha256": checkpoint_digest(run.checkpoint_path),
         },
     )
     if save:

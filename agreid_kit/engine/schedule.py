@@ -31,6 +31,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":  # decoupled weight decay (the usual choice for a ViT trained from scratch)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.Adam(groups, lr=cfg.lr)
 
 

@@ -22,13 +22,16 @@ import torch
 
 from agreid_kit.data.records import DatasetSplit, Record
 from agreid_kit.engine.checkpoint import capture_rng, load_checkpoint, load_model_state, restore_rng, save_checkpoint
-from agreid_kit.engine.config import TrainConfig
+from agreid_kit.engine.config import RUNTIME_ONLY, TrainConfig
 from agreid_kit.engine.data import carve_validation, load_split
 from agreid_kit.engine.schedule import make_optimizer, make_scheduler
-from agreid_kit.utils.io import atomic_write_json, atomic_write_text
+from agreid_kit.utils.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from agreid_kit.utils.progress import progress_bar
 from agreid_kit.utils.seed import seed_everything
 
 IterationHook = Callable[[int, int], None]  # (epoch, iteration) -> None, called before each step
+# (epoch number, model in training state) -> extra log fields, called after each epoch's validation
+EpochHook = Callable[[int, Any], dict]
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -45,28 +48,29 @@ def _make_accelerator(cfg: TrainConfig):
     return Accelerator(mixed_precision=_mixed_precision(cfg), cpu=cfg.device == "cpu")
 
 
-def build_model_for(cfg: TrainConfig, num_classes: int, num_views: int, train_records: Sequence[Record] = ()):
-    """The model ``cfg`` asks for; SVPR also gets the attribute vocabulary of ``train_records``.
+def build_model_for(
+    cfg: TrainConfig, num_classes: int, num_views: int, train_records: Sequence[Record] = (), dataset: str = ""
+):
+    """The model ``cfg`` asks for, with the options its method derives from the data.
 
-    The vocabulary becomes part of the model config (saved in run_meta.json and every checkpoint),
-    so ``load_run`` rebuilds the same attribute classifiers. Records without attributes leave
-    SVPR's attribute branch off (A = 0).
+    ``dataset`` is the split's dataset name (``DatasetSplit.dataset``) and ``train_records`` its
+    training records; the method's ``dataset_options`` turns them into model options (SVPR: the
+    attribute vocabulary, none when the records carry no attributes; ViSA: the router top-k of its
+    paper, 3 on CARGO / LAGPeR and 2 elsewhere). Options in ``cfg.model`` win over them. They
+    become part of the model config (saved in run_meta.json and every checkpoint), so ``load_run``
+    rebuilds the same model.
     """
-    from agreid_kit.models import create_model
+    from agreid_kit.models import create_model, model_class
 
     overrides = dict(cfg.model)
+    cls = model_class(cfg.method)
     if cfg.preset == "paper" and not overrides.get("pretrained"):
         raise ValueError(
-            "the paper preset starts from ImageNet weights: pass --pretrained PATH to a local timm ViT-B/16 file "
-            "(e.g. model.safetensors of timm/vit_base_patch16_224.augreg2_in21k_ft_in1k, downloaded beforehand); "
-            "nothing is downloaded at run time. To train from scratch use --preset cpu."
+            f"the paper preset of {cfg.method!r} starts from pretrained weights: pass --pretrained PATH to "
+            f"{cls.paper_weights}; nothing is downloaded at run time. To train from scratch use --preset cpu."
         )
-    if cfg.method == "svpr" and "attribute_values" not in overrides and any(r.attributes for r in train_records):
-        from agreid_kit.models.svpr import svpr_attribute_options
-
-        # attribute_names given alone (--model attribute_names=[...]) picks a subset; the values come from the data
-        overrides.update(svpr_attribute_options(train_records, overrides.get("attribute_names") or None))
-    return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views, **overrides)
+    derived = cls.dataset_options(dataset, train_records, overrides)
+    return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views, **{**derived, **overrides})
 
 
 def model_attribute_vocabulary(model) -> dict[str, list[str]]:
@@ -75,6 +79,16 @@ def model_attribute_vocabulary(model) -> dict[str, list[str]]:
     names = list(getattr(config, "attribute_names", None) or [])
     values = list(getattr(config, "attribute_values", None) or [])
     return {n: list(v) for n, v in zip(names, values)}
+
+
+def open_image_cache(records: Sequence[Record], size, setting: str, workers: int, verbose: bool = True):
+    """The decoded-image cache of ``records`` at ``size`` (None when ``setting`` or the environment turns it off)."""
+    from agreid_kit.data.image_cache import ImageCache, resolve_cache_dir
+
+    folder = resolve_cache_dir(setting)
+    if folder is None:
+        return None
+    return ImageCache.open([r.path for r in records], tuple(size), folder, workers=workers, verbose=verbose)
 
 
 def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
@@ -97,17 +111,30 @@ def _write_log(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / "log.csv", buf.getvalue())
 
 
-def validate(model, val: DatasetSplit, cfg: TrainConfig, device) -> dict[str, float]:
+def validate(model, val: DatasetSplit, cfg: TrainConfig, device, cache=None) -> dict[str, float]:
     """Rank-1 / mAP / mINP of the held-out train ids (never the test set)."""
     from agreid_kit.engine.extract import embed_records
     from agreid_kit.engine.evaluate import evaluate_featureset_split, metrics_dict
     from agreid_kit.features import FeatureSet
 
     records = val.test_records
-    out = embed_records(model, records, cfg.eval_batch_size, 0, device, flip=False, keys=("features",), desc="validate")
+    out = embed_records(model, records, cfg.eval_batch_size, 0, device, flip=False, keys=("features", "view_token"),
+                        desc="validate", cache=cache)
     fs = FeatureSet(out["features"], records, "val", "validation")
     m = metrics_dict(evaluate_featureset_split(fs, val))
-    return {f"val_{k}": v for k, v in m.items() if k in ("rank1", "mAP", "mINP")}
+    row = {f"val_{k}": v for k, v in m.items() if k in ("rank1", "mAP", "mINP")}
+    head = getattr(model, "view_head", None)
+    if head is not None and "view_token" in out:
+        # how much view the view token carries: the view head's accuracy on the held-out ids
+        was_training = head.training
+        head.eval()  # BatchNorm statistics must not move during validation
+        with torch.no_grad():
+            logits = head(out["view_token"].to(device))
+        head.train(was_training)
+        logits = logits[1] if isinstance(logits, tuple) else logits
+        views = torch.tensor([r.view for r in records], device=logits.device)
+        row["val_view_acc"] = float((logits.argmax(1) == views).float().mean())
+    return row
 
 
 def train(
@@ -115,25 +142,30 @@ def train(
     split: DatasetSplit | None = None,
     resume: bool = False,
     hook: IterationHook | None = None,
+    on_epoch_end: EpochHook | None = None,
+    extend_epochs: bool = False,
 ) -> Path:
     """Train ``cfg.method`` and return the run directory.
 
     ``split`` overrides loading ``cfg.data``/``cfg.protocol`` (tests, notebooks). ``hook(epoch, it)``
     runs before each optimisation step (progress widgets; tests use it to simulate a crash).
+    ``on_epoch_end(epoch, model)`` runs after each epoch (the convergence study scores the test set
+    there); the fields it returns are logged with the epoch. It must not draw from torch's RNG.
+    ``extend_epochs``: on resume, ``cfg.epochs`` may exceed the run's (the schedule is stretched to the new
+    total from here on, logged as ``extended_from``); every other setting must still match.
     """
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, split, resume, hook)
+        return _train(cfg, split, resume, hook, on_epoch_end, extend_epochs)
     finally:
         torch.set_num_threads(threads)  # cfg.threads applies to this run only
 
 
-def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: IterationHook | None) -> Path:
-    from tqdm.auto import tqdm
-
+def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: IterationHook | None,
+           on_epoch_end: EpochHook | None = None, extend_epochs: bool = False) -> Path:
+    from agreid_kit.data.batch_transforms import BatchAugmentConfig, batch_train_augment
     from agreid_kit.data.sampler import PKBatchSampler
-    from agreid_kit.data.torchdata import ReIDImageDataset, train_loader
-    from agreid_kit.data.transforms import TransformConfig, train_transform
+    from agreid_kit.data.torchdata import ReIDImageDataset, batch_loader
 
     run_dir = Path(cfg.out)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
@@ -142,13 +174,23 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
         saved = json.loads((run_dir / "config.json").read_text())
         given = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as config.json stores them
-        # num_workers does not change the result (workers are seeded), so it may differ on resume.
-        diff = {k: (v, given.get(k)) for k, v in saved.items() if given.get(k) != v and k != "num_workers"}
+        # num_workers and the image cache do not change the result (augmentation is drawn in this
+        # process), so they may differ on resume.
+        diff = {k: (v, given.get(k)) for k, v in saved.items() if given.get(k) != v and k not in RUNTIME_ONLY}
+        extended_from = None
+        if extend_epochs and "epochs" in diff and given["epochs"] > saved["epochs"]:
+            extended_from = diff.pop("epochs")[0]
         if diff:
-            raise ValueError(f"--resume: the options differ from the run's config.json in {run_dir}: {diff} (saved, given)")
+            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"--resume: {run_dir / 'config.json'} was trained with other settings ({shown}); a resumed "
+                             "run continues with its own settings (start a new run with another --out)")
     elif ckpt_path.is_file():
         raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
 
+    if run_dir.is_dir():
+        stale = sum(remove_stale_temporaries(d) for d in (run_dir, run_dir / "checkpoints", run_dir / "features"))
+        if stale:
+            print(f"{run_dir}: removed {stale} temporary file(s) left by an interrupted write")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -158,13 +200,14 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
 
     accelerator = _make_accelerator(cfg)
     is_main = accelerator.is_main_process
-    model = build_model_for(cfg, num_classes, split.num_views, train_records)
-    tcfg = TransformConfig(model.input_size, model.mean, model.std, cfg.flip_prob, cfg.pad, cfg.erasing_prob)
-    dataset = ReIDImageDataset(train_records, train_transform(tcfg), attribute_values=model_attribute_vocabulary(model))
+    model = build_model_for(cfg, num_classes, split.num_views, train_records, split.dataset)
+    augment = BatchAugmentConfig(model.mean, model.std, cfg.flip_prob, cfg.pad, cfg.erasing_prob)
+    cache = open_image_cache(split.train, model.input_size, cfg.image_cache, cfg.num_workers, is_main)
+    dataset = ReIDImageDataset(train_records, model.input_size, cache, attribute_values=model_attribute_vocabulary(model))
     sampler = PKBatchSampler(
         [r.pid for r in train_records], cfg.p, cfg.k, cfg.seed, accelerator.num_processes, accelerator.process_index
     )
-    loader = train_loader(dataset, sampler, cfg.num_workers, cfg.seed)
+    loader = batch_loader(dataset, sampler, 0 if cache is not None else cfg.num_workers)
     iters_per_epoch = len(sampler) if cfg.max_iters_per_epoch is None else min(len(sampler), cfg.max_iters_per_epoch)
     if iters_per_epoch == 0:
         raise ValueError(f"P x K = {cfg.p} x {cfg.k}: the training set of {len(train_records)} images yields no full batch")
@@ -186,7 +229,12 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         start_epoch = int(state["epoch"])
         log_rows = [r for r in _read_log(run_dir / "log.jsonl") if r["epoch"] <= start_epoch]
         if is_main:
-            print(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
+            print(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}"
+                  + (f" (extended from {extended_from} epochs)" if extended_from else ""))
+            if extended_from:
+                atomic_write_json(run_dir / "config.json", cfg.to_dict())
+                if log_rows:
+                    log_rows[-1]["extended_from"] = extended_from
     elif is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
@@ -213,15 +261,18 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         t0 = time.perf_counter()
         model.train()
         sampler.set_epoch(epoch)
-        loader.generator.manual_seed(cfg.seed * 100_003 + epoch)  # deterministic worker seeds per epoch
+        # every random augmentation choice of the epoch comes from here, in this process: the batches do
+        # not depend on the number of loader workers, nor on whether the image cache is used
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         sums: dict[str, float] = {}
         n_seen = 0
-        bar = tqdm(total=iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not is_main, leave=False)
+        bar = progress_bar(total=iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=is_main)
         for it, batch in enumerate(loader):
             if it >= iters_per_epoch:
                 break
             if hook is not None:
                 hook(epoch, it)
+            batch["images"] = batch_train_augment(batch["images"], augment, aug_gen)
             batch = _to_device(batch, accelerator.device)
             batch["images"] = core.batch_augment(batch["images"], batch["views"])
             with accelerator.autocast():
@@ -244,7 +295,9 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         row["train_seconds"] = time.perf_counter() - t0
         last = epoch + 1 == cfg.epochs
         if val_split is not None and is_main and ((epoch + 1) % cfg.val_every == 0 or last):
-            row.update(validate(core, val_split, cfg, accelerator.device))
+            row.update(validate(core, val_split, cfg, accelerator.device, cache))
+        if on_epoch_end is not None and is_main:
+            row.update(on_epoch_end(epoch + 1, core))
         row["seconds"] = time.perf_counter() - t0
         log_rows.append(row)
         if is_main:
@@ -262,8 +315,8 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         from agreid_kit.engine.run import load_run
 
         run = load_run(run_dir, device=str(accelerator.device))
-        extract_features(run, "train", data=split, num_workers=cfg.num_workers)
-        extract_features(run, "test", data=split, num_workers=cfg.num_workers)
+        for which in cfg.extract_splits:
+            extract_features(run, which, data=split, num_workers=cfg.num_workers, image_cache=cfg.image_cache)
         protocols = cfg.eval_protocols or [cfg.protocol]
         splits = {cfg.protocol: split}  # the others load through the data spec
         metrics = evaluate_run(run_dir, protocols, splits=splits)

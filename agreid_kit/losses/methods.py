@@ -3,7 +3,8 @@
 - :func:`vial_hnm_loss`: VIF-AGReID's View-Invariant Angular Loss with hard-negative mining (Eqs. 6-10);
 - :func:`orthogonality_loss`: mean |cos| between identity and view features (VDT, ViSA, SVPR);
 - :func:`load_balance_loss`: ViSA's expert load balance ``E * sum_j mean_prob_j^2``;
-- :func:`attribute_loss`: SVPR-ReID's per-attribute cross-entropy, ignoring unknown (-1) labels.
+- :func:`attribute_loss`: SVPR-ReID's per-attribute cross-entropy summed over attributes (Eq. 11),
+  ignoring unknown (-1) labels.
 """
 
 from __future__ import annotations
@@ -75,10 +76,12 @@ def load_balance_loss(router_probs: torch.Tensor) -> torch.Tensor:
 def attribute_loss(
     logits: Sequence[torch.Tensor], targets: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Mean over attributes of the cross-entropy of attribute ``a``'s classifier on its known labels.
+    """SVPR-ReID's Eq. 11: the **sum** over attributes m of the cross-entropy of attribute m's
+    classifier, each averaged over the batch ("sum_{m=1}^M ( -1/|B| sum_i c_i^m log c^_i^m )").
 
-    ``logits[a]`` is (B, V_a); ``targets`` (B, A) long with -1 for unknown. Attributes without a
-    single known label in the batch are skipped; 0 (on the graph) when nothing is known.
+    ``logits[a]`` is (B, V_a); ``targets`` (B, A) long with -1 for unknown. An attribute's mean runs
+    over its known labels (unknown ones are not annotations); attributes without a single known
+    label in the batch add nothing; 0 (on the graph) when nothing is known.
     """
     if targets.ndim != 2 or targets.shape[1] != len(logits):
         raise ValueError(
@@ -97,4 +100,4 @@ def attribute_loss(
         parts.append(F.cross_entropy(lg[known].float(), t[known], label_smoothing=label_smoothing))
     if not parts:
         return sum(_zero_like_graph(lg) for lg in logits) if logits else targets.float().sum() * 0.0
-    return torch.stack(parts).mean()
+    return torch.stack(parts).sum()

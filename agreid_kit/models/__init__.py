@@ -30,6 +30,20 @@ def method_presets(method: str) -> dict[str, dict[str, Any]]:
     return dict(_lookup(method)[2])
 
 
+def method_train_presets(method: str) -> dict[str, dict[str, Any]]:
+    """The training hyper-parameters ``method`` sets per preset over the shared ``TRAIN_PRESETS``
+    (its paper's recipe); empty for methods that train with the shared recipe."""
+    from agreid_kit.models.base import registered_train_presets
+
+    _lookup(method)
+    return registered_train_presets(method)
+
+
+def model_class(method: str) -> type:
+    """The registered model class of ``method``."""
+    return _lookup(method)[0]
+
+
 def _lookup(method: str):
     from agreid_kit.models.base import registered
 

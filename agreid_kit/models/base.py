@@ -10,7 +10,13 @@ How to add a method (for the engineers writing ``vdt``, ``vif``, ``visa``, ``svp
 3. Decorate the class with ``@register_model("name", config_class=MyConfig, presets={"paper": {...}, "cpu": {...}})``.
    ``create_model(name, preset, num_classes=..., num_views=..., **overrides)`` imports the module lazily
    (``agreid_kit.models._METHOD_MODULES`` maps the name to it), merges preset and overrides into the
-   config and calls ``cls(config)``.
+   config and calls ``cls(config)``. A method whose paper trains with another recipe than the shared
+   one of ``agreid_kit.engine.config.TRAIN_PRESETS`` passes ``train_presets={"paper": {"optimizer": ...}}``
+   (TrainConfig fields); ``make_config(method, out, preset)`` merges them over the shared preset. The
+   ``cpu`` preset cannot be overridden: it is the one recipe of the method comparison.
+   Options a method derives from the training data (SVPR's attribute vocabulary, ViSA's per-dataset
+   router top-k) come from the classmethod ``dataset_options``; ``paper_weights`` says which local
+   file the ``paper`` preset needs (the engine's error message when none is given).
 4. Build the backbone with :func:`agreid_kit.models.vit.build_vit` (timm ViT, local pretrained weights,
    ``input_size``/``mean``/``std`` from the model's config) so every preset works at any width/depth.
 
@@ -20,7 +26,7 @@ Persistent state (e.g. SD-ReID's view memory bank) must be a registered buffer s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -28,22 +34,49 @@ from torch import nn
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 
 _REGISTRY: dict[str, tuple[type, type, dict[str, dict[str, Any]]]] = {}
+_TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {}
+# The preset every method trains with in the method comparison: one shared recipe keeps it fair.
+SHARED_TRAIN_PRESET = "cpu"
 
 
-def register_model(name: str, config_class: type, presets: dict[str, dict[str, Any]]) -> Callable[[type], type]:
+def register_model(
+    name: str,
+    config_class: type,
+    presets: dict[str, dict[str, Any]],
+    train_presets: dict[str, dict[str, Any]] | None = None,
+) -> Callable[[type], type]:
     """Class decorator: make ``create_model(name, preset, ...)`` build this class.
 
     ``presets`` maps a preset name (at least ``paper`` and ``cpu``) to config field values; the
     keys must be fields of ``config_class`` (checked here, so a typo fails at import time).
+    ``train_presets`` maps a preset name to the method's own training hyper-parameters (TrainConfig
+    fields, e.g. the optimiser of its paper), merged by ``make_config`` over the shared
+    ``TRAIN_PRESETS[preset]``; the shared ``cpu`` preset may not be overridden.
     """
+    from agreid_kit.engine.config import TRAIN_PRESETS, TrainConfig
+
     fields = {f.name for f in dataclasses.fields(config_class)}
     for preset, values in presets.items():
         unknown = set(values) - fields
         if unknown:
             raise TypeError(f"model {name!r} preset {preset!r}: {sorted(unknown)} are not fields of {config_class.__name__}")
+    train_presets = {k: dict(v) for k, v in (train_presets or {}).items()}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "out", "preset"}
+    for preset, values in train_presets.items():
+        if preset == SHARED_TRAIN_PRESET:
+            raise TypeError(
+                f"model {name!r} train_presets[{preset!r}]: the {preset!r} preset is the shared recipe of the method "
+                "comparison and cannot be overridden per method"
+            )
+        if preset not in TRAIN_PRESETS:
+            raise TypeError(f"model {name!r} train_presets: unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+        unknown = set(values) - train_fields
+        if unknown:
+            raise TypeError(f"model {name!r} train_presets[{preset!r}]: {sorted(unknown)} are not TrainConfig fields")
 
     def decorate(cls: type) -> type:
         _REGISTRY[name] = (cls, config_class, presets)
+        _TRAIN_PRESETS[name] = train_presets
         cls.method = name
         return cls
 
@@ -52,6 +85,11 @@ def register_model(name: str, config_class: type, presets: dict[str, dict[str, A
 
 def registered(name: str) -> tuple[type, type, dict[str, dict[str, Any]]] | None:
     return _REGISTRY.get(name)
+
+
+def registered_train_presets(name: str) -> dict[str, dict[str, Any]]:
+    """The per-preset training overrides ``name`` registered (empty when it has none)."""
+    return {k: dict(v) for k, v in _TRAIN_PRESETS.get(name, {}).items()}
 
 
 class BNNeckHead(nn.Module):
@@ -85,6 +123,18 @@ class ReIDModel(nn.Module):
 
     method = "base"
     config: Any
+    # What ``--pretrained PATH`` must point at for the ``paper`` preset (the engine's missing-file message).
+    paper_weights = (
+        "a local timm ViT-B/16 file (e.g. model.safetensors of timm/vit_base_patch16_224.augreg2_in21k_ft_in1k, "
+        "downloaded beforehand)"
+    )
+
+    @classmethod
+    def dataset_options(cls, dataset: str, train_records: Sequence[Any], options: dict[str, Any]) -> dict[str, Any]:
+        """Model options this method derives from the training data: ``dataset`` is the split's dataset
+        name (``DatasetSplit.dataset``), ``train_records`` its training records, ``options`` what the
+        user set (which the engine applies over the returned values, so an explicit option wins)."""
+        return {}
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -20,7 +20,8 @@ class SDReIDConfig(ViTReIDConfig):
 
 
 SDREID_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(VIT_PRESETS["paper"]),
+    # The paper trains stage 1 with label smoothing (value not printed: the field's 0.1).
+    "paper": dict(VIT_PRESETS["paper"], label_smoothing=0.1),
     # From scratch the view head needs a stronger signal than 0.001 to shape the view token quickly.
     "cpu": dict(VIT_PRESETS["cpu"], lambda_view=0.1),
 }

@@ -1,27 +1,53 @@
 """SVPR-ReID (AAAI 2026) on an open_clip CLIP: trained image encoder, frozen text encoder.
 
-Parts (facts from the seed, built in our own words):
-- **View-decoupled feature extractor.** Text "A photo of a X X X X person from {view} view." with
-  4 learnable context vectors in place of the X's goes through the frozen text encoder; an MLP
-  turns the text feature of the image's view into a *view token* inserted before the last visual
-  block. After the block, bidirectional decoupling with cross-attention:
-  ``cls <- cls - CA(cls, view)`` and ``view <- view - CA(view, cls)``.
+Parts (facts from the seed, built in our own words; "Eq. n" are the paper's equations):
+- **View-decoupled feature extractor.** The view descriptions "A photo of a X X X X person from
+  {view} view." of *every* view (aerial, ground[, wearable]) with the same 4 learnable view prompts
+  ``P_view`` in place of the X's go through the frozen text encoder: ``T_view`` (V, text dim).
+  Eq. 1, a residual cross-attention of the prompts to the descriptions:
+  ``P^ = P_view + CA(P_view, T_view, T_view)``; an MLP phi turns the mean of the 4 vectors of P^
+  into the *view token* (our reading of "inverse P^ into the visual space to form a view-aware
+  token"), inserted before the last visual block (Eq. 2). After the block, view-aware bidirectional
+  decoupling: ``f_cls <- f_cls - CA(f_cls, f_view)`` (Eq. 3) and ``f_view <- f_view - CA(f_view,
+  f_cls^i)`` (Eq. 4: f_cls^i is the CLS token *entering* the remaining block, as the paper writes).
+  The view token depends on no view label (it attends over all views' descriptions), so the view
+  CE on f_view asks the image to reveal its view, f_view is discarded after training as the paper
+  says, and features at test are the same whatever view labels the batch carries.
 - **Attribute-scattered MoE** (only when the dataset has attributes). Text "A photo of a X X X X
-  person with attributes: a1 is v1, ...." (training; at test the text has no attributes) -> MLP ->
-  attribute token, which cross-attends to the patches (the *attribute feature*). A prompt longer
-  than the text context (77 tokens) is cut by the tokenizer: SynthAG's 16-attribute sentence is
-  about 89 tokens, so its last two or three attributes do not reach the text (their prompts and
-  classifiers in the MoE still train). For each attribute
-  a learnable prompt + cls + attribute feature goes through a shared MoE (MLP experts, linear softmax
-  gate); per-attribute classifiers read the expert output; a router keeps the top 70 % of the
-  attributes and mixes them (softmax over the kept scores) into one *local* feature.
-- **Context-vision progressive refinement.** A learnable query (+ cls [+ attribute feature]) is
-  refined over ``refine_stages`` stages; each keeps the top half of the remaining patches by the
-  query's attention and updates ``q <- (1 - gamma) q + gamma * CA(q, kept)``.
-- Retrieval feature: concat of the BNNeck features of [cls_inv, refined query, local, attribute
-  feature] (the last two only with attributes).
+  person with attributes: ..." (see *attribute prompt* below) with 4 learnable prompts ``P_attr``
+  -> ``T_attr``; Eq. 5 ``f_attr^t = phi(T_attr + Mean(P_attr))`` (when the text width differs from
+  the text output width, small configs only, Mean(P_attr) goes through the frozen text projection);
+  ``f_attr = CA(f_attr^t, F_patch, F_patch)`` (no residual, as printed: the attribute feature is a
+  mixture of patch values that the text chooses). A prompt longer than the text context (77
+  tokens) is cut by the tokenizer. For each attribute m, ``MoE(f_cls + f_attr + P_attr,m^vis)``
+  (Eq. 6: 4 MLP experts, linear softmax gate); per-attribute classifiers read the expert outputs; a
+  router keeps the top 70 % of the attributes and mixes them (softmax over the kept scores) into
+  ``f_asmoe`` (Eq. 7), the *local* feature.
+- **Context-vision progressive refinement** (Eq. 8). Initial query = learnable query + f_cls +
+  f_asmoe. Each of ``refine_stages`` stages keeps the top half of the remaining patches by the
+  query's attention score (128 -> 64 -> 32 -> 16 at 256x128), runs a decoder *CVAttention* block
+  (self-attention over [query, kept patches], cross-attention to the kept patches, FFN) for the
+  refined query and patches, then re-anchors with momentum gamma = ``refine_momentum`` (0.1):
+  ``f_cvpr <- gamma * refined + (1 - gamma) * f_cls`` and, for the kept patches,
+  ``F_pp <- gamma * refined_pp + (1 - gamma) * F_pp``; the updated patches feed the next stage.
+- **Attribute prompt** (``attribute_prompt``; the kit's one departure, named and switchable).
+  The paper's training text lists the image's annotated attributes ("Pose is working, Upper Color
+  is White, ...") and its test text lists none. Attributes are annotated per identity (CP2108,
+  AG-ReID and SynthAG alike), so the training sentence is close to an identity code that the test
+  sentence lacks: any path from it to the retrieval feature lets the ID and triplet losses read the
+  identity off the text, and at test that path carries nothing (on SynthAG: 100 % validation mAP
+  with the training prompt, 8 % with the test prompt). ``"names"`` (both presets) lists the
+  attribute *names* without values ("... with attributes: pose, upper colour, ..."), in training
+  and at test alike: one sentence for every image, so the forward pass never sees a label,
+  training and test features are the same function of the image, and the attributes teach the
+  model only through Eq. 11, whose classifiers must read them from the image. ``"labels"`` is the
+  paper's text (labels in training, none at test).
+- Retrieval feature: concat of the BNNeck features of [f_cls, f_cvpr, f_asmoe, f_attr] (the last two
+  only with attributes).
 - Loss: 0.25 ID CE (label smoothing) + 1.0 triplet (each averaged over the heads) + 1.0 view
-  (view CE + |cos(cls_inv, view)|) + 0.1 attribute CE.
+  (view CE + |cos(f_cls, f_view)|) + 0.1 attribute CE summed over the attributes (Eq. 11).
+- Training: the ``paper`` preset trains with the paper's Adam at lr 5e-6 (``SVPR_TRAIN_PRESETS``,
+  registered with the model and merged by ``make_config``); ``cpu`` keeps the shared recipe.
 
 Weights: ``pretrained`` is a local CLIP file (open_clip state dict, ``.safetensors``, or an OpenAI
 TorchScript ``.pt``) for ``clip_arch`` (an open_clip config name such as ``ViT-B-16``, read from the
@@ -52,6 +78,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIEW_TEMPLATE = "A photo of a X X X X person from {view} view."
 ATTRIBUTE_TEMPLATE = "A photo of a X X X X person with attributes: {attributes}."
+# What the attribute text lists: "names" (train and test: the attribute names, no values; the kit's
+# default) or "labels" (the paper: the image's annotated values in training, nothing at test).
+ATTRIBUTE_PROMPTS = ("names", "labels")
 
 
 # ---- attributes -------------------------------------------------------------------------------
@@ -95,6 +124,11 @@ def attribute_text(names: Sequence[str], values: Sequence[Sequence[str]], labels
         if int(lab) >= 0
     ]
     return ATTRIBUTE_TEMPLATE.format(attributes=", ".join(parts))
+
+
+def attribute_names_text(names: Sequence[str]) -> str:
+    """The label-free attribute prompt (``attribute_prompt="names"``): the names, no values."""
+    return ATTRIBUTE_TEMPLATE.format(attributes=", ".join(n.replace("_", " ") for n in names))
 
 
 def router_keep_count(num_attributes: int, keep_ratio: float) -> int:
@@ -209,6 +243,18 @@ class PromptTextEncoder(nn.Module):
             return self.width
         return int(tp.out_features if isinstance(tp, nn.Linear) else tp.shape[1])
 
+    @property
+    def heads(self) -> int:
+        return int(getattr(self.transformer.resblocks[0].attn, "num_heads", max(1, self.width // 64)))
+
+    def to_output_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectors of the token-embedding width in the text-feature space: unchanged when the two
+        widths agree (CLIP ViT-B/16: 512 and 512), else through the frozen text projection."""
+        tp = self.text_projection
+        if tp is None or self.width == self.out_dim:
+            return x
+        return tp(x) if isinstance(tp, nn.Linear) else x @ tp.to(x.dtype)
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         rows = []
         for t in texts:
@@ -241,12 +287,14 @@ class PromptTextEncoder(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Pre-norm cross-attention returning only the attended values (no residual)."""
+    """Pre-norm cross-attention returning only the attended values (no residual); ``kv_dim`` is the
+    width of the keys/values when it differs from the queries' (Eq. 1: prompts attend to text features)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, kv_dim: int | None = None) -> None:
         super().__init__()
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        kv_dim = kv_dim or dim
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(kv_dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True, kdim=kv_dim, vdim=kv_dim)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, need_weights: bool = False):
         k = self.norm_kv(kv)
@@ -254,10 +302,13 @@ class CrossAttention(nn.Module):
         return out, w
 
 
-def bidirectional_decouple(cls: torch.Tensor, view: torch.Tensor, ca_cls: CrossAttention, ca_view: CrossAttention):
-    """``cls - CA(cls, view)`` and ``view - CA(view, cls)`` for (B, D) tokens."""
-    c, v = cls[:, None], view[:, None]
-    return cls - ca_cls(c, v)[0][:, 0], view - ca_view(v, c)[0][:, 0]
+def bidirectional_decouple(
+    cls: torch.Tensor, view: torch.Tensor, cls_entry: torch.Tensor, ca_cls: CrossAttention, ca_view: CrossAttention
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 3 ``cls - CA(cls, view)`` and Eq. 4 ``view - CA(view, cls_entry)`` for (B, D) tokens, where
+    ``cls_entry`` is f_cls^i, the CLS token that entered the blocks after the view token's insertion."""
+    c, v, ci = cls[:, None], view[:, None], cls_entry[:, None]
+    return cls - ca_cls(c, v)[0][:, 0], view - ca_view(v, ci)[0][:, 0]
 
 
 class AttributeMoE(nn.Module):
@@ -292,26 +343,56 @@ class AttributeMoE(nn.Module):
         return {"attr_logits": logits, "local": local, "router_weights": weights}
 
 
+class CVAttention(nn.Module):
+    """The decoder block of a refinement stage: self-attention over [query, kept patches],
+    cross-attention of every token to the kept patches, FFN (pre-norm, residual)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross = CrossAttention(dim, heads)
+        self.norm_ffn = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    @torch.no_grad()  # the scores only pick patches (top-k): no gradient would reach them
+    def scores(self, query: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """Attention of the query (B, D) over the patches (B, M, D), averaged over heads: (B, M)."""
+        return self.cross(query[:, None], patches, need_weights=True)[1][:, 0]
+
+    def forward(self, query: torch.Tensor, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The refined query (B, D) and refined patches (B, k, D)."""
+        x = torch.cat([query[:, None], kept], dim=1)
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        x = x + self.cross(x, kept)[0]
+        x = x + self.ffn(self.norm_ffn(x))
+        return x[:, 0], x[:, 1:]
+
+
 class ProgressiveRefinement(nn.Module):
-    """A query refined over stages; each keeps the top half of the remaining patches by attention."""
+    """Eq. 8 over ``stages`` CVAttention stages; each keeps the top half of the remaining patches."""
 
     def __init__(self, dim: int, heads: int, stages: int, momentum: float) -> None:
         super().__init__()
         self.momentum = momentum
-        self.stages = nn.ModuleList(CrossAttention(dim, heads) for _ in range(stages))
+        self.stages = nn.ModuleList(CVAttention(dim, heads) for _ in range(stages))
 
-    def forward(self, query: torch.Tensor, patches: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        q = query[:, None]
-        remaining = patches
-        kept_counts = []
-        for ca in self.stages:
-            _, w = ca(q, remaining, need_weights=True)  # (B, 1, M)
+    def forward(self, query: torch.Tensor, patches: torch.Tensor, anchor: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Refine ``query`` (B, D) on ``patches`` (B, N, D); ``anchor`` is f_cls (B, D), to which every
+        stage's query is pulled back. Returns f_cvpr and the number of patches each stage kept."""
+        g = self.momentum
+        q, remaining, kept_counts = query, patches, []
+        for block in self.stages:
             keep = max(1, remaining.shape[1] // 2)
-            idx = w[:, 0].topk(keep, dim=1).indices
-            remaining = torch.gather(remaining, 1, idx[..., None].expand(-1, -1, remaining.shape[-1]))
+            idx = block.scores(q, remaining).topk(keep, dim=1).indices
+            kept = torch.gather(remaining, 1, idx[..., None].expand(-1, -1, remaining.shape[-1]))
+            refined, refined_patches = block(q, kept)
+            q = g * refined + (1.0 - g) * anchor  # Eq. 8
+            remaining = g * refined_patches + (1.0 - g) * kept  # the kept patches, updated alike
             kept_counts.append(keep)
-            q = (1.0 - self.momentum) * q + self.momentum * ca(q, remaining)[0]
-        return q[:, 0], kept_counts
+        return q, kept_counts
 
 
 # ---- model ------------------------------------------------------------------------------------
@@ -339,6 +420,9 @@ class SVPRConfig:
     context_length: int = 77
     # method
     n_ctx: int = 4
+    # "names" (the kit: label-free text in training and at test) or "labels" (the paper's training text
+    # lists the image's attribute values); see the module docstring for why the default departs.
+    attribute_prompt: str = "names"
     attribute_names: list[str] = field(default_factory=list)
     attribute_values: list[list[str]] = field(default_factory=list)
     moe_experts: int = 4
@@ -349,7 +433,7 @@ class SVPRConfig:
     w_id: float = 0.25
     w_triplet: float = 1.0
     w_view: float = 1.0
-    w_attribute: float = 0.1  # the authors' code uses 0.05
+    w_attribute: float = 0.1  # times the sum over attributes (Eq. 11); the authors' code uses 0.05
 
     def __post_init__(self) -> None:
         if len(self.attribute_names) != len(self.attribute_values):
@@ -361,6 +445,10 @@ class SVPRConfig:
                 raise ValueError(f"svpr: attribute {n!r} has no values in attribute_values")
         if not 0.0 < self.attribute_keep_ratio <= 1.0:
             raise ValueError(f"svpr: attribute_keep_ratio must be in (0, 1], got {self.attribute_keep_ratio}")
+        if self.attribute_prompt not in ATTRIBUTE_PROMPTS:
+            raise ValueError(f"svpr: attribute_prompt must be one of {ATTRIBUTE_PROMPTS}, got {self.attribute_prompt!r}")
+        if not 0.0 <= self.refine_momentum <= 1.0:
+            raise ValueError(f"svpr: refine_momentum (gamma of Eq. 8) must be in [0, 1], got {self.refine_momentum}")
 
     @property
     def untrained_text(self) -> bool:
@@ -370,14 +458,38 @@ class SVPRConfig:
 
 
 SVPR_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(clip_arch="ViT-B-16", img_size=(256, 128), quick_gelu=True),
+    # attribute_prompt="names" in both presets: the label-free text (the kit's named departure, see the
+    # module docstring); attribute_prompt="labels" gives the paper's training text.
+    "paper": dict(clip_arch="ViT-B-16", img_size=(256, 128), quick_gelu=True, attribute_prompt="names"),
     "cpu": dict(clip_arch="small", img_size=(128, 64), quick_gelu=False, vision_width=192, vision_layers=6,
-                vision_head_width=64, text_width=128, text_layers=2, text_heads=2, clip_embed_dim=128),
+                vision_head_width=64, text_width=128, text_layers=2, text_heads=2, clip_embed_dim=128,
+                attribute_prompt="names"),
+}
+
+# The paper's optimiser (Implementation Details: "the optimizer is Adam with a learning rate of 5e-6",
+# batch 128 from 32 identities) over the shared paper recipe. The seed gives no schedule or epoch count:
+# those stay the shared ones, with min_lr scaled to keep the cosine's end at the shared ratio
+# (1.6e-6 / 0.008 = 2e-4 of the peak). The cpu preset is the shared recipe of the comparison.
+SVPR_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(optimizer="adam", lr=5e-6, min_lr=1e-9, p=32, k=4),
 }
 
 
-@register_model("svpr", config_class=SVPRConfig, presets=SVPR_PRESETS)
+@register_model("svpr", config_class=SVPRConfig, presets=SVPR_PRESETS, train_presets=SVPR_TRAIN_PRESETS)
 class SVPR(ReIDModel):
+    paper_weights = (
+        "a local CLIP ViT-B/16 file (OpenAI ViT-B-16.pt, or open_clip_pytorch_model.bin / .safetensors of "
+        "open_clip ViT-B-16 'openai'), not a timm ImageNet ViT: SVPR's backbone and frozen text encoder are CLIP's"
+    )
+
+    @classmethod
+    def dataset_options(cls, dataset: str, train_records: Sequence[Any], options: dict[str, Any]) -> dict[str, Any]:
+        """The attribute vocabulary of ``train_records`` (none when they carry no attributes, which leaves
+        the attribute branch off); ``attribute_names`` given alone picks a subset, the values come from the data."""
+        if "attribute_values" in options or not any(r.attributes for r in train_records):
+            return {}
+        return svpr_attribute_options(train_records, options.get("attribute_names") or None)
+
     def __init__(self, config: SVPRConfig) -> None:
         super().__init__()
         self.config = config
@@ -395,15 +507,16 @@ class SVPR(ReIDModel):
         heads = int(getattr(self.visual.transformer.resblocks[0].attn, "num_heads", max(1, d // 64)))
         self.embed_dim = d
         tw, to = self.text.width, self.text.out_dim
-        self.view_ctx = nn.Parameter(torch.randn(config.n_ctx, tw) * 0.02)
-        self.view_mlp = nn.Sequential(nn.Linear(to, d), nn.GELU(), nn.Linear(d, d))
+        self.view_ctx = nn.Parameter(torch.randn(config.n_ctx, tw) * 0.02)  # P_view: the X's of every view's text
+        self.view_prompt_ca = CrossAttention(tw, self.text.heads, kv_dim=to)  # Eq. 1
+        self.view_mlp = nn.Sequential(nn.Linear(tw, d), nn.GELU(), nn.Linear(d, d))  # phi of Eq. 1 -> view token
         self.ca_cls, self.ca_view = CrossAttention(d, heads), CrossAttention(d, heads)
         self.view_head = nn.Linear(d, config.num_views)
         self.use_attributes = bool(config.attribute_names)
         names = ["global", "refined"]
         if self.use_attributes:
             self.attr_ctx = nn.Parameter(torch.randn(config.n_ctx, tw) * 0.02)
-            self.attr_mlp = nn.Sequential(nn.Linear(to, d), nn.GELU(), nn.Linear(d, d))
+            self.attr_mlp = nn.Sequential(nn.Linear(to, d), nn.GELU(), nn.Linear(d, d))  # phi of Eq. 5
             self.ca_attr = CrossAttention(d, heads)
             self.moe = AttributeMoE(d, [len(v) for v in config.attribute_values], config.moe_experts, config.attribute_keep_ratio)
             names += ["local", "attribute"]
@@ -433,13 +546,16 @@ class SVPR(ReIDModel):
         return self
 
     # ---- parts ----------------------------------------------------------------------------
-    def _view_tokens(self, views: torch.Tensor) -> torch.Tensor:
-        if views.numel() and (int(views.min()) < 0 or int(views.max()) >= self.config.num_views):
-            raise ValueError(f"svpr: view labels {sorted(set(views.tolist()))} outside 0..{self.config.num_views - 1}")
+    def _view_token(self) -> torch.Tensor:
+        """Eq. 1 and phi: the view token (D,), one for every image (it attends over all views' texts)."""
         texts = [VIEW_TEMPLATE.format(view=VIEW_NAMES[v]) for v in range(self.config.num_views)]
-        return self.view_mlp(self.text(texts, self.view_ctx).to(self.view_ctx.dtype))[views]
+        t_view = self.text(texts, self.view_ctx).to(self.view_ctx.dtype)  # T_view (V, text out)
+        p = self.view_ctx[None]
+        p_hat = p + self.view_prompt_ca(p, t_view[None])[0]  # (1, n_ctx, text width)
+        return self.view_mlp(p_hat.mean(1))[0]
 
-    def _visual_tokens(self, images: torch.Tensor, view_tokens: torch.Tensor) -> torch.Tensor:
+    def _visual_tokens(self, images: torch.Tensor, view_token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ln_post([cls, view, patches]) after the last block, and f_cls^i: the CLS entering that block."""
         vis = self.visual
         x = vis._embeds(images)  # [cls, patches] + pos, ln_pre
         blocks = list(vis.transformer.resblocks)
@@ -448,18 +564,22 @@ class SVPR(ReIDModel):
         for blk in blocks[:-1]:
             x = blk(x)
         x = x if batch_first else x.transpose(0, 1)
-        x = torch.cat([x[:, :1], view_tokens[:, None].to(x.dtype), x[:, 1:]], dim=1)  # before the last block
+        cls_entry = x[:, 0]
+        view = view_token.to(x.dtype)[None, None].expand(x.shape[0], 1, -1)
+        x = torch.cat([x[:, :1], view, x[:, 1:]], dim=1)  # before the last block (Eq. 2)
         x = x if batch_first else x.transpose(0, 1)
         x = blocks[-1](x)
         x = x if batch_first else x.transpose(0, 1)
-        return vis.ln_post(x)
+        return vis.ln_post(x), cls_entry
 
     def _attribute_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        """The attribute prompt(s): one sentence for the whole batch, or (``"labels"`` in training) one per image."""
         c = self.config
-        b = batch["images"].shape[0]
+        if c.attribute_prompt == "names":
+            return [attribute_names_text(c.attribute_names)]
         attrs = batch.get("attributes")
         if not self.training or attrs is None or attrs.numel() == 0:
-            return [attribute_text(c.attribute_names, c.attribute_values, [-1] * len(c.attribute_names))] * b
+            return [attribute_text(c.attribute_names, c.attribute_values, [-1] * len(c.attribute_names))]
         if attrs.shape[1] != len(c.attribute_names):
             raise ValueError(
                 f"svpr: the batch has {attrs.shape[1]} attribute columns but the model was built for "
@@ -469,20 +589,20 @@ class SVPR(ReIDModel):
 
     def _run(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         images = batch["images"]
-        views = batch["views"].to(images.device)
-        x = self._visual_tokens(images, self._view_tokens(views))
+        x, cls_entry = self._visual_tokens(images, self._view_token())
         cls, view, patches = x[:, 0], x[:, 1], x[:, 2:]
-        cls_inv, view_spe = bidirectional_decouple(cls, view, self.ca_cls, self.ca_view)
+        cls_inv, view_spe = bidirectional_decouple(cls, view, cls_entry, self.ca_cls, self.ca_view)
         out: dict[str, Any] = {"cls_inv": cls_inv, "view_spe": view_spe}
         query = self.query[None] + cls_inv
         if self.use_attributes:
-            t = self.text(self._attribute_texts(batch), self.attr_ctx).to(cls.dtype)
-            attr_tok = self.attr_mlp(t)[:, None]
-            attr_feat = (attr_tok + self.ca_attr(attr_tok, patches)[0])[:, 0]
+            t_attr = self.text(self._attribute_texts(batch), self.attr_ctx).to(cls.dtype)  # (1 or B, text out)
+            prompt_mean = self.text.to_output_space(self.attr_ctx.mean(0)).to(cls.dtype)
+            attr_tok = self.attr_mlp(t_attr + prompt_mean).expand(images.shape[0], -1)  # Eq. 5
+            attr_feat = self.ca_attr(attr_tok[:, None], patches)[0][:, 0]  # f_attr = CA(f_attr^t, F_patch)
             moe = self.moe(cls_inv, attr_feat)
             out.update(attr_feat=attr_feat, local=moe["local"], attr_logits=moe["attr_logits"])
-            query = query + attr_feat
-        out["refined"], _ = self.refine(query, patches)
+            query = query + moe["local"]  # f_cvpr^1 = query + f_cls + f_asmoe
+        out["refined"], _ = self.refine(query, patches, cls_inv)
         return out
 
     def _branch_features(self, r: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -508,6 +628,10 @@ class SVPR(ReIDModel):
         c = self.config
         device = out["logits"].device
         pids, views = batch["pids"].to(device), batch["views"].to(device)
+        if views.numel() and (int(views.min()) < 0 or int(views.max()) >= c.num_views):
+            raise ValueError(
+                f"svpr: view labels {sorted(set(views.tolist()))} outside 0..{c.num_views - 1} (num_views={c.num_views})"
+            )
         names = list(self.heads)
         ce = torch.stack([cross_entropy(out[f"{n}_logits"], pids, c.label_smoothing) for n in names]).mean()
         tri = torch.stack([triplet_soft_margin_batch_hard(out[f"{n}_feat"], pids) for n in names]).mean()

@@ -7,6 +7,9 @@
   pool per view driven by ``Z_spe``. An expert holds learnable tokens that cross-attend to the
   driving token, then self-attend, then pass an MLP; a linear router keeps the top-k experts and
   mixes their tokens with softmax weights over the kept logits. Load balance ``E * sum_j p_j^2``.
+  The paper's router keeps k = 3 experts on CARGO and LAGPeR and 2 elsewhere: the engine sets
+  ``expert_top_k`` from the split's dataset name (:meth:`ViSA.dataset_options`); an explicit
+  ``--model-opt expert_top_k=...`` wins.
 - Dual-branch local fusion: each query token of a branch takes the ``topk_patches`` patches most
   cosine-similar to its branch feature (Z_inv for shared queries, Z_spe for view queries); the graph
   ``[query, patches]`` has cosine adjacency (clipped at 0, + I, symmetric normalisation); one GCN
@@ -20,7 +23,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +145,7 @@ class ExpertPool(nn.Module):
 @dataclass
 class ViSAConfig(ViTReIDConfig):
     num_experts: int = 8
-    expert_top_k: int = 2  # 3 for CARGO / LAGPeR in the paper
+    expert_top_k: int = 2  # the paper's default; the engine sets 3 on CARGO / LAGPeR (EXPERT_TOP_K_BY_DATASET)
     expert_tokens: int = 4  # learnable tokens per expert (not given in the seed; our choice)
     # Each expert is a full (cross-attn, self-attn, MLP) block: at ViT-B width 3 pools x 8 experts
     # are ~170M parameters with this MLP ratio (the seed gives no expert size).
@@ -154,13 +157,28 @@ class ViSAConfig(ViTReIDConfig):
 
 VISA_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(VIT_PRESETS["paper"]),
-    # 128x64 gives 32 patches; 16 per graph keeps the top-k selective.
-    "cpu": dict(VIT_PRESETS["cpu"], num_experts=4, expert_top_k=2, expert_tokens=2, topk_patches=16),
+    # 128x64 gives 32 patches; 16 per graph keeps the top-k selective. The router's top-k is not a preset
+    # value: it depends on the dataset (visa_expert_top_k).
+    "cpu": dict(VIT_PRESETS["cpu"], num_experts=4, expert_tokens=2, topk_patches=16),
 }
+
+# The router top-k of the paper per dataset name (DatasetSplit.dataset); any other dataset gets DEFAULT.
+EXPERT_TOP_K_BY_DATASET: dict[str, int] = {"cargo": 3, "lagper": 3}
+DEFAULT_EXPERT_TOP_K = 2
+
+
+def visa_expert_top_k(dataset: str) -> int:
+    """The paper's router top-k on ``dataset``: 3 on CARGO and LAGPeR, 2 otherwise."""
+    return EXPERT_TOP_K_BY_DATASET.get(dataset.lower(), DEFAULT_EXPERT_TOP_K)
 
 
 @register_model("visa", config_class=ViSAConfig, presets=VISA_PRESETS)
 class ViSA(_ViTBase):
+    @classmethod
+    def dataset_options(cls, dataset: str, train_records: Sequence[Any], options: dict[str, Any]) -> dict[str, Any]:
+        """``expert_top_k`` of the paper for ``dataset`` (an explicit option wins: the engine applies it over this)."""
+        return {"expert_top_k": visa_expert_top_k(dataset)}
+
     def __init__(self, config: ViSAConfig) -> None:
         super().__init__()
         self.config = config

@@ -63,7 +63,7 @@ def _metrics(result: Any) -> dict[str, float]:
 def difficulty_card(root: str | os.PathLike, protocols: tuple[str, ...] = CARD_PROTOCOLS, progress: bool = False) -> dict[str, Any]:
     """Rank-1 / mAP (%) of the colour-histogram baseline on each protocol of the SynthAG dataset at ``root``."""
     import torch
-    from tqdm.auto import tqdm
+    from agreid_kit.utils.progress import progress_bar
 
     from agreid_kit.data.registry import load_dataset
     from agreid_kit.eval import evaluate_ranking
@@ -72,7 +72,7 @@ def difficulty_card(root: str | os.PathLike, protocols: tuple[str, ...] = CARD_P
     splits = {p: load_dataset("synthag", root, p) for p in protocols}
     paths = sorted({r.path for s in splits.values() for r in s.query + s.gallery})
     feats = {}
-    for p in tqdm(paths, desc="difficulty card: histograms", disable=not progress):
+    for p in progress_bar(paths, desc="difficulty card: histograms", enabled=progress):
         with Image.open(p) as im:
             feats[p] = colour_histogram(im)
     card: dict[str, Any] = {

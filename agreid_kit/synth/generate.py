@@ -253,7 +253,7 @@ def render_dataset(
     With ``workers > 1`` rendering runs in a ``spawn`` process pool: a script calling this at top
     level needs the usual ``if __name__ == "__main__":`` guard (notebooks and the CLI need nothing).
     """
-    from tqdm.auto import tqdm
+    from agreid_kit.utils.progress import progress_bar
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"SynthAG seed must be a non-negative integer, got {seed!r}")
@@ -276,10 +276,16 @@ def render_dataset(
     out.mkdir(parents=True, exist_ok=True)
     if state == "fresh":
         atomic_write_json(out / RUN_FILE, params)
+    if state == "resume":
+        from agreid_kit.utils.io import remove_stale_temporaries
+
+        stale = remove_stale_temporaries(out, recursive=True)  # half-written images of the killed render
+        if stale and progress:
+            print(f"SynthAG {out}: removed {stale} temporary file(s) left by the interrupted render")
     done = _read_journal(out)
     todo = [j for j in jobs if j.relpath not in done]
     workers = max(1, int(workers if workers is not None else min(os.cpu_count() or 1, 8)))
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"SynthAG {preset}", unit="img", disable=not progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"SynthAG {preset}", unit="img", enabled=progress)
     with open(out / JOURNAL, "a") as journal:
         def record(rows: list[dict[str, Any]]) -> None:
             for row in rows:

@@ -103,6 +103,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_ids=40, images_per_id=10, n_aerial=2, n_ground=3, n_scenes=3),
     # The default demo: 400 identities, 10,000 images, half the identities for testing.
     "small": dict(n_ids=400, images_per_id=25, n_aerial=3, n_ground=5),
+    # The pretraining set of the kit-trained initialisation (agreid_kit.pretrained): many identities, fewer
+    # images each, rendered with another seed than SynthAG-small so its people are independent draws.
+    # Nearly every identity trains; the 10 % test identities only check the pretrained backbone.
+    "pretrain": dict(n_ids=3000, images_per_id=15, n_aerial=3, n_ground=5, test_fraction=0.1),
     # CARGO scale: 5,000 identities on CARGO's 13 cameras (5 aerial, 8 ground).
     "full": dict(n_ids=5000, images_per_id=22, n_aerial=5, n_ground=8, n_scenes=8),
 }

@@ -82,3 +82,60 @@ def sha256_json(obj: Any) -> str:
     """Hash of a JSON-able object, independent of key order."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def file_signature(path: str | os.PathLike) -> str | None:
+    """A short hash of a small file's bytes (None when it does not exist): what a step read, for reuse checks."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def sha256_file_cached(path: str | os.PathLike) -> str:
+    """``sha256_file`` of a large file (a checkpoint), remembered in ``<path>.sha256`` next to it.
+
+    The remembered digest is reused only while the file's size and modification time are the ones
+    it was computed for; the sidecar is written atomically and is tiny.
+    """
+    path = Path(path)
+    st = path.stat()
+    side = path.with_name(path.name + ".sha256")
+    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if side.is_file():
+        try:
+            saved = json.loads(side.read_text())
+            if {k: saved.get(k) for k in key} == key and isinstance(saved.get("sha256"), str):
+                return saved["sha256"]
+        except (OSError, json.JSONDecodeError):
+            pass
+    digest = sha256_file(path)
+    try:
+        atomic_write_json(side, {**key, "sha256": digest})
+    except OSError:  # a read-only run folder: compute it each time
+        pass
+    return digest
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = ".*.tmp", recursive: bool = False,
+                             min_age_s: float = 0.0) -> int:
+    """Delete temporaries that interrupted atomic writes left in ``folder`` (``.<name>.<random>.tmp``).
+
+    Called when a command starts work in a folder it owns (a run, a dataset, a cache): any such file
+    is then debris of a killed earlier process. ``min_age_s`` spares files younger than that (for folders
+    another live process may be writing to). Returns how many files were removed."""
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    now = time.time()
+    removed = 0
+    for tmp in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
