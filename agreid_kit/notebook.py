@@ -210,6 +210,8 @@ def execute_notebook(
     import nbformat
     import papermill as pm
 
+    from agreid_kit.utils.progress import bars_allowed
+
     src = notebooks_dir() / f"{name}.py"
     if not src.is_file():
         available = sorted(p.stem for p in notebooks_dir().glob("*.py"))
@@ -232,7 +234,7 @@ def execute_notebook(
             kernel_name="python3",
             cwd=str(cwd) if cwd else None,
             execution_timeout=timeout,
-            progress_bar=progress,
+            progress_bar=progress and bars_allowed(),  # papermill's bar is carriage returns: terminals only
         )
     except Exception:
         if tmp_out.exists():

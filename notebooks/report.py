@@ -33,12 +33,13 @@ report_dir = "reports/latest"  # where metrics.json, tradeoff.csv, timings.json,
 runs_root = "runs/synthag-small"  # seed<s>/{vit,sdreid,sdreid-stage2} under it
 seeds = [0, 1, 2]  # training seeds of the runs (tables: mean +- std over them)
 protocols = ["ALL", "A<->G", "A<->A", "G<->G"]
-taus = [1, 2, 3, 5, 10, 20]  # used only when report_dir has no tradeoff.csv
+taus = [1, 2, 5, 10]  # used only when report_dir has no tradeoff.csv
 tradeoff_protocols = ["ALL", "A<->G"]
 embed_method = "umap"  # umap | tsne | pca
 embed_max_points = 1200  # real images embedded (x3 with the two generated views)
 n_rank_queries = 3  # best and worst queries shown
 rank_protocol = "A<->G"
+stage2_ablations = "runs/stage2-ablations/ablations.csv"  # scripts/stage2_ablations.py writes it; shown if present
 device = "cpu"
 png = "auto"  # PNG copies of the figures: require | auto | skip
 guard.freeze(globals(), inputs={"report_dir": "made by `make report` (agreid report)", "runs_root": "made by `make report` (agreid report)"},
@@ -166,6 +167,53 @@ summary["stage2_gain"] = gain.to_dict(orient="records")
 display(Markdown("**Stage-2 gain** (`real+gen` minus `real`, mAP points, mean over seeds; paired std of the per-seed "
                  "differences):"))
 display(HTML(gain.to_html(index=False, float_format=lambda v: f"{v:+.2f}")))
+
+# %% [markdown]
+# ### Why (or why not): stage 2 on the validation identities
+# Every stage-2 run scores `real`, `gen:all` and `real+gen` on the identities its stage-1 run held out of training
+# (never the test split), every few epochs. Stage 2 can only add to `real` once its generated features are about as
+# good as the real ones: the curves show where each seed's stage 2 stands at the end of its budget. The ablations
+# that chose the stage-2 defaults (UNet width, epochs, VRD location, standardised conditions, guidance, tau, the
+# weight of the generated parts) are `scripts/stage2_ablations.py`'s table, shown below when it exists.
+
+# %%
+val_rows = []
+for s in seeds:
+    log_path = SEED_RUNS[s]["stage2"] / "log.jsonl"
+    for line in log_path.read_text().splitlines() if log_path.is_file() else []:
+        entry = json.loads(line)
+        for key, value in entry.items():
+            if key.startswith("val_") and key.endswith("_mAP"):
+                name = key[len("val_"):-len("_mAP")]
+                protocol, mode = (name.split("_", 1) if "<->" in name else ("ALL", name))
+                val_rows.append({"seed": s, "epoch": entry["epoch"], "protocol": protocol, "mode": mode,
+                                 "mAP": 100 * value})
+if val_rows:
+    val_df = pd.DataFrame(val_rows)
+    last = val_df[val_df.epoch == val_df.epoch.max()]
+    table = last.pivot_table(index=["protocol", "mode"], columns="seed", values="mAP")
+    table["mean"], table["std"] = table.mean(axis=1), table.std(axis=1)
+    summary["stage2_validation"] = last.to_dict(orient="records")
+    display(Markdown(f"Validation mAP (%) at the last stage-2 epoch ({int(val_df.epoch.max())}), per seed:"))
+    display(HTML(table.reset_index().to_html(index=False, float_format=lambda v: f"{v:.2f}")))
+    mean_curve = val_df.groupby(["epoch", "protocol", "mode"], as_index=False)["mAP"].mean()
+    import plotly.express as px
+
+    show(px.line(mean_curve, x="epoch", y="mAP", color="mode", facet_col="protocol", markers=True,
+                 title="Stage 2 on validation ids: mAP (%) against epoch, mean over seeds", template="plotly_white"),
+         "stage2_validation")
+else:
+    display(Markdown("The stage-2 runs hold no validation scores (their stage-1 runs held out no identities)."))
+from agreid_kit.notebook import project_root
+
+ablations = Path(stage2_ablations) if Path(stage2_ablations).is_absolute() else project_root() / stage2_ablations
+if ablations.is_file():
+    abl = pd.read_csv(ablations)
+    display(Markdown(f"**Stage-2 ablations on validation ids** (`{ablations}`; seed 0; mAP %):"))
+    display(HTML(abl.to_html(index=False, float_format=lambda v: f"{v:.2f}")))
+else:
+    display(Markdown(f"No ablation table at `{ablations}`: `.venv/bin/python scripts/stage2_ablations.py` writes it "
+                     "(~25 min on 2 cores); the README lists its results."))
 
 # %% [markdown]
 # ## 3. View conditions: do they carry the view? (Fig. 14 measures)

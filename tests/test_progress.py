@@ -1,5 +1,7 @@
 """Progress output: bars on a terminal, one line per quarter in logs, nothing when off; one switch."""
 
+from pathlib import Path
+
 import pytest
 
 from agreid_kit.utils.progress import LineProgress, progress_bar, set_progress_mode
@@ -48,3 +50,25 @@ def test_cli_switch_sets_the_mode_for_every_command(monkeypatch):
     assert main(["--progress", "off", "data", "protocols", "synthag"]) == 0
     assert os.environ["AGREID_PROGRESS"] == "off"
     set_progress_mode("auto")
+
+
+def test_papermill_bar_only_on_a_terminal(monkeypatch, tmp_path):
+    """`agreid report` into a log printed papermill's per-cell bar as carriage-return spam."""
+    import papermill
+
+    from agreid_kit import notebook
+
+    seen = {}
+
+    def fake_execute(src, out, **kwargs):
+        seen["bar"] = kwargs["progress_bar"]
+        Path(out).write_text(Path(src).read_text())
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    for mode, expected in (("lines", False), ("off", False), ("bar", True)):
+        monkeypatch.setenv("AGREID_PROGRESS", mode)
+        notebook.execute_notebook("quickstart", {}, tmp_path / f"{mode}.ipynb", progress=True)
+        assert seen["bar"] is expected, mode
+    monkeypatch.setenv("AGREID_PROGRESS", "auto")  # pytest's captured stderr is not a terminal
+    notebook.execute_notebook("quickstart", {}, tmp_path / "auto.ipynb", progress=True)
+    assert seen["bar"] is False

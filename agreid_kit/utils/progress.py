@@ -35,6 +35,13 @@ def set_progress_mode(mode: str) -> None:
     os.environ["AGREID_PROGRESS"] = mode
 
 
+def bars_allowed() -> bool:
+    """Whether a third-party carriage-return progress bar (papermill's per-cell bar, say) may be drawn:
+    ``bar`` mode, or ``auto`` on a terminal / in Jupyter. Never into a piped log or CI output."""
+    mode = progress_mode()
+    return mode == "bar" or (mode == "auto" and _interactive())
+
+
 def _interactive() -> bool:
     try:
         if sys.stderr is not None and sys.stderr.isatty():
