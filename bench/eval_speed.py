@@ -151,8 +151,11 @@ def main() -> None:
     ap.add_argument("--rankings", default="weak,strong", help=f"comma-separated, of {', '.join(RANKINGS)}")
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--ref-queries", type=int, default=300, help="queries checked against (and timed on) the reference loop")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, dim {args.dim}, float32 distances")
     rows = []
     for size in args.sizes.split(","):
