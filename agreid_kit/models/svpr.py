@@ -70,7 +70,7 @@ from torch import nn
 from agreid_kit import VIEW_NAMES
 from agreid_kit.losses.methods import attribute_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.base import BNNeckHead, ReIDModel, register_model
+from agreid_kit.models.base import BNNeckHead, ReIDModel
 
 PRETRAINED_PREFIX = "pretrained CLIP text encoder:"
 UNTRAINED_TEXT = "UNTRAINED: random small CLIP text encoder (no --pretrained CLIP file given); text prompts carry no language prior"
@@ -475,8 +475,11 @@ SVPR_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("svpr", config_class=SVPRConfig, presets=SVPR_PRESETS, train_presets=SVPR_TRAIN_PRESETS)
 class SVPR(ReIDModel):
+    config_class = SVPRConfig
+    presets = SVPR_PRESETS
+    train_presets = SVPR_TRAIN_PRESETS
+
     paper_weights = (
         "a local CLIP ViT-B/16 file (OpenAI ViT-B-16.pt, or open_clip_pytorch_model.bin / .safetensors of "
         "open_clip ViT-B-16 'openai'), not a timm ImageNet ViT: SVPR's backbone and frozen text encoder are CLIP's"

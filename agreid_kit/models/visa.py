@@ -31,7 +31,7 @@ from torch import nn
 
 from agreid_kit.losses.methods import load_balance_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.base import BNNeckHead, register_model
+from agreid_kit.models.base import BNNeckHead
 from agreid_kit.models.vdt import run_view_decoupled
 from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
 
@@ -172,8 +172,10 @@ def visa_expert_top_k(dataset: str) -> int:
     return EXPERT_TOP_K_BY_DATASET.get(dataset.lower(), DEFAULT_EXPERT_TOP_K)
 
 
-@register_model("visa", config_class=ViSAConfig, presets=VISA_PRESETS)
 class ViSA(_ViTBase):
+    config_class = ViSAConfig
+    presets = VISA_PRESETS
+
     @classmethod
     def dataset_options(cls, dataset: str, train_records: Sequence[Any], options: dict[str, Any]) -> dict[str, Any]:
         """``expert_top_k`` of the paper for ``dataset`` (an explicit option wins: the engine applies it over this)."""

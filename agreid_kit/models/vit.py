@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agreid_kit.models.base import BNNeckHead, ReIDModel, register_model
+from agreid_kit.models.base import BNNeckHead, ReIDModel
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -196,9 +196,11 @@ class _ViTBase(ReIDModel):
         self._std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
 
 
-@register_model("vit", config_class=ViTReIDConfig, presets=VIT_PRESETS)
 class ViTReID(_ViTBase):
     """The baseline: final-LayerNorm CLS -> BNNeck -> ID classifier; CE + triplet."""
+
+    config_class = ViTReIDConfig
+    presets = VIT_PRESETS
 
     def __init__(self, config: ViTReIDConfig) -> None:
         super().__init__()
