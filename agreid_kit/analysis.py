@@ -466,9 +466,11 @@ def read_training_log(run_dir: str | os.PathLike) -> pd.DataFrame:
     Nested objects are flattened with ``/`` (``{"val": {"mAP": .5}}`` -> ``val/mAP``). A resumed run
     may log an epoch twice: the last entry wins.
     """
+    from agreid_kit.run import Run
+
     path = Path(run_dir)
     if path.is_dir():
-        path = path / "log.jsonl"
+        path = Run(path).log_path
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path} (a run folder holds log.jsonl, written by `agreid train`)")
     rows = []

@@ -36,7 +36,6 @@ the feature mode ``<mode>+rerank`` (``real+rerank``) with the parameters beside 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -319,9 +318,8 @@ def evaluate_run_reranked(
     parameters); with ``keep_distances`` also ``{(protocol, mode): (Q, G) re-ranked distances}``.
     """
     from agreid_kit.engine.evaluate import metrics_dict
-    from agreid_kit.engine.run import load_run
     from agreid_kit.features import FeatureSet
-    from agreid_kit.utils.io import atomic_write_json
+    from agreid_kit.run import load_run
 
     params = (params or RerankParams()).check()
     run = load_run(run_dir)
@@ -337,11 +335,7 @@ def evaluate_run_reranked(
             results.setdefault(protocol, {})[rerank_mode(mode)] = m
             if keep_distances:
                 kept[(protocol, mode)] = dist
-    path = Path(run_dir) / "metrics.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    for protocol, by_mode in results.items():
-        merged.setdefault(protocol, {}).update(by_mode)
-    atomic_write_json(path, merged)
+    run.merge_metrics(results)
     return (results, kept) if keep_distances else results
 
 

@@ -219,10 +219,9 @@ def test_stage2_honours_threads_and_restores_them(stage1, tmp_path, monkeypatch)
     register(parser.add_subparsers())
     args = parser.parse_args(["train", "--method", "sdreid-stage2", "--stage1", str(stage1), "--out", str(tmp_path / "c"),
                               "--threads", "2", "--epochs", "1", "--no-generate"])
-    captured = {}
-    monkeypatch.setattr(train_mod, "train_stage2", lambda cfg, progress=True: captured.setdefault("cfg", cfg) and tmp_path)
-    train_mod.main_from_args(args)
-    assert captured["cfg"].threads == 2
+    from agreid_kit.cli.train import stage2_config_from_args
+
+    assert stage2_config_from_args(args).threads == 2
 
 
 def test_rerun_with_other_settings_is_refused_not_mixed(stage1, tmp_path):

@@ -275,10 +275,10 @@ def test_bad_inputs_are_clear_errors(cargo_root, tmp_path):
     cfg["method"] = "sdreid"
     cfg["out"] = str(tmp_path / "d")
     (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
-    from agreid_kit.engine.config import TrainConfig
+    from agreid_kit.run import Run
 
     with pytest.raises(ValueError, match="trained with method 'vit', not 'sdreid'"):
-        train(TrainConfig.from_dict(cfg), split=split, resume=True)
+        train(Run(tmp_path / "d").config, split=split, resume=True)
     from agreid_kit.engine.checkpoint import load_model_state
     from agreid_kit.models import create_model
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -305,11 +304,12 @@ def generated_view_probe(stage2_run: str | Path) -> dict[str, Any]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    run = Path(stage2_run)
-    config = json.loads((run / "config.json").read_text())
-    stage1 = Path(config["stage1"])
-    train = FeatureSet.load(stage1 / "features" / "train")
-    test = FeatureSet.load(run / "features" / "test")
+    from agreid_kit.run import Run
+
+    run = Run(stage2_run)
+    stage1 = Run(run.config.stage1)
+    train = FeatureSet.load(stage1.features_path("train"))
+    test = FeatureSet.load(run.features_path("test"))
     gen_views = test.generated_views()
     if not gen_views:
         raise ValueError(f"{run}: no generated features (run `agreid generate {run}`)")

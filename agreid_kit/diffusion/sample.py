@@ -21,6 +21,7 @@ import torch
 
 from agreid_kit import VIEW_NAMES
 from agreid_kit.features import FeatureSet, checkpoint_digest
+from agreid_kit.run import Run
 
 
 def parse_views(views: Sequence[int | str] | None, num_views: int, dataset: str = "") -> list[int]:
@@ -122,11 +123,11 @@ def load_real_test_features(run: Path, run_cfg: dict) -> FeatureSet:
     its two files), a fresh copy of its stage-1 run's test features: ``generate`` owns this file."""
     from agreid_kit.features import FeatureSetError
 
-    stem = run / "features" / "test"
+    stem = Run(run).features_path("test")
     try:
         return FeatureSet.load(stem)
     except FeatureSetError as e:
-        stage1 = Path(run_cfg.get("stage1", "")) / "features" / "test"
+        stage1 = Run(run_cfg.get("stage1", "")).features_path("test")
         if not stage1.with_suffix(".json").is_file():
             raise
         print(f"agreid generate: {e}; starting again from the stage-1 test features {stage1}")
@@ -183,7 +184,7 @@ def generate_features(
     extras.update({f"gen:{v}": f for v, f in gen.items()})
     meta = dict(fs.meta)
     meta["generation"] = {
-        "checkpoint_sha256": checkpoint_digest(Path(run_dir).expanduser() / "checkpoints" / "last.pt"),
+        "checkpoint_sha256": checkpoint_digest(Run(run_dir).last_checkpoint_path),
         "tau": tau, "guidance": guidance, "sampler": sampler, "timestep_spacing": timestep_spacing,
         "views": view_ids, "seed": seed, "batch_size": batch_size, "device": str(dev),
         "seconds": seconds, "seconds_per_1000": 1000 * seconds / max(len(fs), 1),

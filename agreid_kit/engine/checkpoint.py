@@ -68,5 +68,7 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
 
 def last_epoch(run_dir: str | Path) -> int:
     """The epoch of RUN/checkpoints/last.pt (0 when there is none)."""
-    path = Path(run_dir) / "checkpoints" / "last.pt"
+    from agreid_kit.run import Run
+
+    path = Run(run_dir).last_checkpoint_path
     return int(load_checkpoint(path)["epoch"]) if path.is_file() else 0
