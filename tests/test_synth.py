@@ -42,7 +42,7 @@ def tiny_root(tmp_path_factory) -> tuple[Path, str]:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = agreid_main(["synth", "--preset", "tiny", "--out", str(root), "--seed", "1", "--workers", "2", "--no-progress"])
+        rc = agreid_main(["synth", "--preset", "tiny", "--out", str(root), "--seed", "1", "--num-workers", "2", "--quiet"])
     assert rc == 0
     return root, buf.getvalue()
 

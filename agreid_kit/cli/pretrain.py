@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = PretrainConfig(**values, seed=args.seed, threads=args.threads, num_workers=args.num_workers,
                          recipe={"epochs": args.epochs} if args.epochs else {})
     if args.export_only:
-        if not (cfg.run_path / "metrics.json").is_file():
+        from agreid_kit.run import Run
+
+        if not Run(cfg.run_path).metrics_path.is_file():
             raise CLIError(f"--export-only: {cfg.run_path} holds no finished pretraining run (no metrics.json)")
         export_kit_init(cfg, Path(cfg.data_root))
     else:
