@@ -79,7 +79,8 @@ class Comparison:
 
 @dataclass
 class MethodEntry:
-    """One row group: ``label`` in the table, ``method`` of the method table and model overrides (e.g. VIF ablations)."""
+    """One row group: ``label`` in the table, ``method`` of the method table and model overrides (e.g. VIF
+    ablations)."""
 
     label: str
     method: str
@@ -107,7 +108,8 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def inference_throughput(model, batch_size: int = 64, batches: int = 3, device: str | None = None, seed: int = 0) -> float:
+def inference_throughput(model, batch_size: int = 64, batches: int = 3, device: str | None = None,
+                         seed: int = 0) -> float:
     """Images/s of ``model.embed`` on random inputs of the model's size (one warm-up batch first)."""
     import torch
 
@@ -155,7 +157,8 @@ def _fresh(run: Run, wanted: Any, what: str) -> bool:
     return False
 
 
-def _ensure_engine_run(entry: MethodEntry, run_dir: Path, data: str, protocol: str, preset: str, budget: dict, seed: int,
+def _ensure_engine_run(entry: MethodEntry, run_dir: Path, data: str, protocol: str, preset: str,
+                       budget: dict, seed: int,
                        split, train_missing: bool) -> Path:
     from agreid_kit.engine.config import make_config
 
@@ -187,7 +190,8 @@ def _ensure_stage2_run(entry: MethodEntry, run_dir: Path, stage1_dir: Path, pres
     if run.is_finished(wanted):
         return run_dir
     if not train_missing:
-        raise FileNotFoundError(f"compare_methods: no finished stage-2 run of these settings for {entry.label!r} at {run_dir}")
+        raise FileNotFoundError(f"compare_methods: no finished stage-2 run of these settings for {entry.label!r} at "
+                                f"{run_dir}")
     _fresh(run, wanted, entry.method)
     method_spec(entry.method).trainer()(cfg)  # resumes an interrupted run of the same settings
     return run_dir
@@ -219,7 +223,8 @@ def _engine_costs(run: Run, throughput: bool, batch_size: int, device: str) -> d
     return {
         "trainable_params_M": trainable / 1e6 if trainable else math.nan,
         "total_params_M": total / 1e6 if total else math.nan,
-        "inference_images_per_s": inference_throughput(model, batch_size=batch_size, device=device) if throughput else math.nan,
+        "inference_images_per_s": inference_throughput(model, batch_size=batch_size,
+                                                       device=device) if throughput else math.nan,
         "note": "; ".join(note),
     }
 
@@ -247,7 +252,8 @@ def _group_rows(label: str, dirs: list[Path], protocols: Sequence[str], splits: 
                 row[k] = s.mean if s else math.nan
                 row[f"{k}_std"] = s.std if s else math.nan
             row.update({
-                "seeds": len(dirs), "n_query": per_seed[0][protocol][mode].get("n_valid", per_seed[0][protocol][mode].get("n_query")),
+                "seeds": len(dirs),
+                "n_query": per_seed[0][protocol][mode].get("n_valid", per_seed[0][protocol][mode].get("n_query")),
                 "train_seconds": sum(train_seconds) / len(train_seconds), "epochs": totals[0][1], "iters": totals[0][2],
                 "feature_dim": int(fs.descriptor(mode, torch.arange(1)).shape[1]), "device": device,
                 "run": "; ".join(str(d) for d in dirs), **costs,
@@ -350,7 +356,8 @@ def compare_methods(
     given = {k: [Path(v)] if isinstance(v, (str, Path)) else [Path(p) for p in v] for k, v in (runs or {}).items()}
     unknown = set(given) - {e.label for e in entries}
     if unknown:
-        raise ValueError(f"compare_methods: runs given for {sorted(unknown)}, which are not among the methods {[e.label for e in entries]}")
+        raise ValueError(f"compare_methods: runs given for {sorted(unknown)}, which are not among the methods "
+                         f"{[e.label for e in entries]}")
     protocol = protocols[0] if protocols else (split.protocol if split is not None else "ALL")
     splits = {split.protocol: split} if split is not None else None
     rows: list[dict[str, Any]] = []

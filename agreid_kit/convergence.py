@@ -36,7 +36,8 @@ def _test_scorer(data: str, protocols: Sequence[str], image_cache: str, batch_si
         if state["cache"] is None:
             state["cache"] = open_image_cache(records, model.input_size, image_cache, 0, verbose=False)
         device = next(model.parameters()).device
-        out = embed_records(model, records, batch_size, 0, device, keys=("features",), desc="test", cache=state["cache"],
+        out = embed_records(model, records, batch_size, 0, device, keys=("features",), desc="test",
+                            cache=state["cache"],
                             progress=False)
         fs = FeatureSet(out["features"], records, "test", "convergence")
         row: dict[str, float] = {"cpu_seconds": time.process_time() - state["cpu0"]}
@@ -80,7 +81,10 @@ def convergence_study(
         cfg = make_config(method, str(run_dir), preset="cpu", data=data, protocol="ALL", epochs=epochs, seed=seed,
                           threads=threads, val_every=eval_every, model=dict(model or {}), extract_after=False)
         scorer = _test_scorer(data, list(protocols), cfg.image_cache)
-        every = lambda epoch, core: scorer(epoch, core) if epoch % eval_every == 0 or epoch == epochs else {}  # noqa: E731
+
+        def every(epoch: int, core, scorer=scorer) -> dict:
+            return scorer(epoch, core) if epoch % eval_every == 0 or epoch == epochs else {}
+
         run = Run(run_dir)
         if not run.is_finished(cfg):
             # an interrupted study continues; a run of other settings is refused (naming them) by the resume check
@@ -119,6 +123,7 @@ def convergence_figure(df, main_job: dict[str, Any] | None = None, protocol: str
     for method, (xv, yv) in (main_job or {}).items():
         fig.add_trace(go.Scatter(x=[xv], y=[yv], mode="markers", marker=dict(symbol="star", size=16),
                                  name=f"main job: {method}"))
-    fig.update_layout(template="plotly_white", height=420, title=f"Test mAP on {protocol} against {x.replace('_', ' ')}",
+    fig.update_layout(template="plotly_white", height=420,
+                      title=f"Test mAP on {protocol} against {x.replace('_', ' ')}",
                       xaxis_title=x.replace("_", " "), yaxis_title="test mAP (%)")
     return fig

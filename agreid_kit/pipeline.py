@@ -370,7 +370,8 @@ def _step_tradeoff(cfg: MainJobConfig, forced: bool) -> bool:
     test_pids = sorted({r.pid for s in splits.values() for r in s.query + s.gallery})
     subset = bool(cfg.tradeoff_max_ids and cfg.tradeoff_max_ids < len(test_pids))
     if subset:
-        chosen = set(np.random.default_rng(cfg.data_seed).choice(test_pids, cfg.tradeoff_max_ids, replace=False).tolist())
+        rng = np.random.default_rng(cfg.data_seed)
+        chosen = set(rng.choice(test_pids, cfg.tradeoff_max_ids, replace=False).tolist())
         splits = {p: restrict_split(s, chosen) for p, s in splits.items()}
     else:
         chosen = set(test_pids)
@@ -446,7 +447,8 @@ def versions() -> dict[str, str]:
     import subprocess
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("agreid-kit", "torch", "timm", "diffusers", "numpy", "scikit-learn", "umap-learn", "plotly", "papermill"):
+    for pkg in ("agreid-kit", "torch", "timm", "diffusers", "numpy", "scikit-learn", "umap-learn",
+                "plotly", "papermill"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -454,7 +456,8 @@ def versions() -> dict[str, str]:
     out["cpu_count"] = str(os.cpu_count())
     try:
         root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True,
                                 timeout=10)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)

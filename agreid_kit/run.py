@@ -57,7 +57,8 @@ def settings_diff(saved: Any, wanted: Any) -> dict[str, tuple[Any, Any]]:
     if type(saved) is not type(wanted):
         return {"config_class": (type(saved).__name__, type(wanted).__name__)}
     a, b = saved.settings(), wanted.settings()
-    return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)}
+    pairs = {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a) | set(b))}
+    return {k: (old, new) for k, (old, new) in pairs.items() if old != new}
 
 
 def flag_of(config: Any, setting: str) -> str:
@@ -153,7 +154,8 @@ class Run:
             from agreid_kit.models import method_spec
 
             if "method" not in raw:
-                raise ValueError(f"{self.config_path}: neither a format_version nor a method; not an agreid-kit run config")
+                raise ValueError(f"{self.config_path}: neither a format_version nor a method; not an agreid-kit run "
+                                 "config")
             return method_spec(str(raw["method"])).run_config_class()
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ValueError(
@@ -291,13 +293,15 @@ class Run:
         saved = self.config
         wanted = wanted.located(self.dir)
         if type(saved) is not type(wanted):
-            raise ValueError(f"{self.dir} holds a {saved.RUN_KIND} run ({type(saved).__name__}), not a {wanted.RUN_KIND} run")
+            raise ValueError(f"{self.dir} holds a {saved.RUN_KIND} run ({type(saved).__name__}), not a "
+                             f"{wanted.RUN_KIND} run")
         diff = settings_diff(saved, wanted)
         for key in wanted.IDENTITY:
             if key in diff:
                 old, new = diff[key]
                 raise ValueError(
-                    f"{self.dir} belongs to another {wanted.RUN_KIND} run ({key} = {old!r}, now {new!r}); use a new --out "
+                    f"{self.dir} belongs to another {wanted.RUN_KIND} run ({key} = {old!r}, now {new!r}); use a new "
+                    "--out "
                     "folder (or start this one again from scratch with --overwrite)"
                 )
         extended_from = None

@@ -32,7 +32,8 @@ color_by = "view_name"  # view_name | kind | pid | camid | altitude | pitch | di
 seed = 0
 out_dir = "runs/notebooks/feature_views"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip"), "method": ("umap", "tsne", "pca")})
 
 # %%

@@ -31,7 +31,8 @@ k = 10
 n_queries = 3  # best and worst queries written per protocol
 out_dir = "runs/notebooks/rank_lists"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip")})
 
 # %%

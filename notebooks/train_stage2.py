@@ -37,7 +37,9 @@ modes = ["real", "gen:all", "real+gen"]
 device = "cpu"
 seed = 0
 png = "auto"
-guard.freeze(globals(), inputs={"stage1_run": "run the train_stage1 notebook first (or use runs/synthag-small/seed0/sdreid from `make report`)"},
+guard.freeze(globals(),
+             inputs={"stage1_run": "run the train_stage1 notebook first (or use runs/synthag-small/seed0/sdreid from "
+                                   "`make report`)"},
              outputs=("run_dir",), choices={"png": ("require", "auto", "skip"), "preset": ("cpu", "paper")})
 
 # %%

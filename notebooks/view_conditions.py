@@ -32,7 +32,8 @@ seed = 0
 space = "raw"  # raw | standardised (per dimension: the space stage 2 reads its view conditions in)
 out_dir = "runs/notebooks/view_conditions"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage1 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage1 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip"), "space": ("raw", "standardised")})
 
 # %%

@@ -50,7 +50,8 @@ def tiny_run(tmp_path_factory):
     data = ensure_synthag("tiny", root=root / "synthag-tiny")
     stage1, stage2 = root / "sdreid", root / "sdreid-stage2"
     train(make_config("sdreid", str(stage1), preset="cpu", data=f"synthag:{data}", protocol=PROTOCOL, epochs=1,
-                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3, "pretrained": None}))  # 3 blocks from scratch: half the CPU time
+                      # 3 blocks from scratch: half the CPU time
+                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3, "pretrained": None}))
     train_stage2(Stage2Config(stage1=str(stage1), out=str(stage2), epochs=1, tau=TAU), progress=False)
     df, _ = timestep_tradeoff(stage2, taus=(1, TAU), protocols=(PROTOCOL,), progress=False)
     atomic_write_text(stage2 / "analysis" / "tradeoff.csv", df.to_csv(index=False))
@@ -219,7 +220,7 @@ def test_gallery_items_detail_and_marking(backend):
     assert len(items) == len(res.items)
     statuses = {it.status for it in res.items}
     assert "match" in statuses and "non-match" in statuses
-    for (img, caption), it in zip(items, res.items):
+    for (img, _caption), it in zip(items, res.items):
         colour = MATCH_COLOUR if it.status == "match" else NONMATCH_COLOUR
         if it.status in ("match", "non-match"):
             assert img.getpixel((1, 1)) == colour
@@ -302,7 +303,8 @@ def test_http_query_upload_mode_switch(served, backend):
     from gradio_client import Client, handle_file
 
     c = Client(served.url, verbose=False)
-    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, "all", [], api_name="/rank_query")
+    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, "all", [],
+                                                           api_name="/rank_query")
     direct = backend.rank_query(3, "real", k=6)
     assert status == "" and len(gallery) == 6 and metrics["mode"] == "real"
     assert metrics["AP"] == pytest.approx(direct.ap) and metrics["INP"] == pytest.approx(direct.inp)
@@ -399,7 +401,8 @@ class _CDP:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
 def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
     import httpx
 
@@ -417,7 +420,8 @@ def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
             assert time.time() < end, "chromium did not open its DevTools port"
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
-        target = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json() if t["type"] == "page")
+        target = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list",
+                                           timeout=10).json() if t["type"] == "page")
         cdp = _CDP(target["webSocketDebuggerUrl"])
         cdp.call("Page.enable")
         cdp.call("Page.navigate", url=served.url)
@@ -441,7 +445,8 @@ def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
         rows = dict(line.split("\t", 1) for line in detail.splitlines() if "\t" in line)
         assert rows["rank"].strip() == "3" and rows["pid"].strip() == str(third.record.pid)
         assert rows["status"].strip() == third.status and rows["view"].strip() == third.record.view_name
-        cdp.wait_for("(() => { const i = document.querySelector('#detail-image img'); return !!(i && i.complete && i.naturalWidth > 0) })()")
+        cdp.wait_for("(() => { const i = document.querySelector('#detail-image img'); return !!(i && i.complete && "
+                     "i.naturalWidth > 0) })()")
         time.sleep(0.5)
         shot = cdp.call("Page.captureScreenshot", format="png")
         png = base64.b64decode(shot["data"])

@@ -178,7 +178,8 @@ def test_vif_ablation_switches():
     assert not torch.allclose(full.batch_augment(images, torch.zeros(4, dtype=torch.long)), images)
     paper = create_model("vif", "paper", num_classes=3, embed_dim=32, depth=1, num_heads=2)
     spec = paper.config.augment_spec().plrm
-    assert (spec.p_img, spec.p0, spec.patch_size, spec.centre_weight, spec.theta_max, spec.alpha) == (0.5, 0.3, 16, 0.8, 45.0, 0.5)
+    got = (spec.p_img, spec.p0, spec.patch_size, spec.centre_weight, spec.theta_max, spec.alpha)
+    assert got == (0.5, 0.3, 16, 0.8, 45.0, 0.5)
     assert (paper.config.vial_lambda, paper.config.vial_beta, paper.config.vial_margin) == (0.5, 5.0, 0.5)
     with pytest.raises(ValueError, match="augment must be one of"):
         create_model("vif", "cpu", augment="cutmix", pretrained=None)
@@ -209,7 +210,8 @@ def test_svpr_untrained_text_is_labelled_and_text_is_frozen():
     parts = model.loss(out, b)
     assert set(parts) == {"ce", "triplet", "view_ce", "orth", "total"}
     parts["total"].backward()
-    assert model.view_ctx.grad is not None and model.view_ctx.grad.abs().sum() > 0  # prompts learn through the frozen text
+    # prompts learn through the frozen text
+    assert model.view_ctx.grad is not None and model.view_ctx.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.text.frozen_parameters())
     assert all(not p.requires_grad for p in model.text.frozen_parameters())
 
@@ -353,7 +355,8 @@ def test_svpr_eq8_with_the_decoder_block():
     ref = ProgressiveRefinement(8, 2, stages=1, momentum=0.1).eval()
     block = ref.stages[0]
     assert isinstance(block, CVAttention)
-    assert isinstance(block.self_attn, torch.nn.MultiheadAttention) and block.cross is not None and block.ffn is not None
+    assert isinstance(block.self_attn,
+                      torch.nn.MultiheadAttention) and block.cross is not None and block.ffn is not None
     q, patches, cls = torch.randn(3, 8), torch.randn(3, 10, 8), torch.randn(3, 8)
     with torch.no_grad():
         out, kept = ref(q, patches, cls)

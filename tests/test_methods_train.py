@@ -130,7 +130,8 @@ def test_compare_methods_table(trained, synth_split, tmp_path):
     assert s2["train_seconds"] > s1["train_seconds"] and s2["inference_images_per_s"] < s1["inference_images_per_s"]
     assert s2["feature_dim"] == 3 * s1["feature_dim"]  # real + gen:aerial + gen:ground
     for _, row in table.iloc[:-2].iterrows():
-        m = json.loads((trained.get(row["method"], tmp_path / "vif_without_PLRM" / "seed0") / "metrics.json").read_text())
+        m = json.loads((trained.get(row["method"],
+                                    tmp_path / "vif_without_PLRM" / "seed0") / "metrics.json").read_text())
         assert row["mAP"] == pytest.approx(m["ALL"]["real"]["mAP"])
         assert row["trainable_params_M"] > 0 and row["inference_images_per_s"] > 0 and row["train_seconds"] > 0
     svpr = table[table["method"] == "svpr"].iloc[0]
@@ -161,7 +162,8 @@ def test_svpr_attribute_branch_on_synthag_records(synth_split):
         model = create_model("svpr", "cpu", num_classes=20, **SMALL_CLIP, **opts)
     recs = sorted(synth_split.train, key=lambda r: (r.pid, r.path))[:8]
     tf = test_transform(TransformConfig(model.input_size, model.mean, model.std))
-    labels = [[opts["attribute_values"][a].index(str(r.attributes[n])) for a, n in enumerate(opts["attribute_names"])] for r in recs]
+    labels = [[opts["attribute_values"][a].index(str(r.attributes[n])) for a,
+               n in enumerate(opts["attribute_names"])] for r in recs]
     batch = {
         "images": torch.stack([tf(load_image(r.path)) for r in recs]),
         "pids": torch.tensor([r.pid for r in recs]),

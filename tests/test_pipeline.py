@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _mainjob import tiny_job
+
 from agreid_kit import pipeline
 from agreid_kit.pipeline import STEPS, MainJobConfig, run_main_job, strip_remote_scripts
 
@@ -35,7 +35,8 @@ def test_main_job_writes_the_report_and_its_evidence(job):
 
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["steps"]) == set(STEPS)
-    assert all(s["status"] == "ran" and s["seconds"] >= 0 and s["ran_seconds"] == s["seconds"] for s in timings["steps"].values())
+    assert all(s["status"] == "ran" and s["seconds"] >= 0 and s["ran_seconds"] == s["seconds"]
+               for s in timings["steps"].values())
 
     summary = json.loads((out / "report_summary.json").read_text())
     table = summary["main_table"]
@@ -117,7 +118,8 @@ def test_stage2_run_of_other_model_defaults_is_not_reused(job, tmp_path):
     wanted = stage2_run_config(pipeline.stage2_config(cfg))
     assert Run(cfg.run_dir("stage2")).is_finished(wanted)
     saved = json.loads((cfg.run_dir("stage2") / "config.json").read_text())
-    older = {k: v for k, v in saved["model"].items() if k != "standardise_conditions"}  # saved before that field existed
+    # saved before that field existed
+    older = {k: v for k, v in saved["model"].items() if k != "standardise_conditions"}
     for model in ({**saved["model"], "unet_channels": [8, 8, 8]}, older):
         copy = tmp_path / f"copy{len(model)}"
         shutil.copytree(cfg.run_dir("stage2"), copy)

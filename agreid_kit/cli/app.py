@@ -16,7 +16,9 @@ def register(subparsers) -> None:
             "exist the page says how to make it."
         ),
     )
-    p.add_argument("--run", default=None, help="run directory (stage-1 or sdreid-stage2); default $AGREID_RUN or runs/synthag-small/sdreid-stage2")
+    p.add_argument("--run", default=None,
+                   help="run directory (stage-1 or sdreid-stage2); default $AGREID_RUN or "
+                        "runs/synthag-small/sdreid-stage2")
     p.add_argument("--data", default=None, help="data spec NAME:ROOT (default: the one in the run's config.json)")
     p.add_argument("--protocol", default=None, help="protocol shown first (default: the run's)")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860; 0 picks a free one)")

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
                                      threads=args.threads, num_workers=args.num_workers).items() if v is not None}
     stage2 = {k: v for k, v in dict(epochs=args.stage2_epochs, threads=args.threads).items() if v is not None}
     result = compare_methods(data=args.data, out=args.out, methods=args.methods, preset=args.preset,
-                             protocols=args.protocol, budget=budget, seeds=args.seeds, throughput=not args.no_throughput,
+                             protocols=args.protocol, budget=budget, seeds=args.seeds,
+                             throughput=not args.no_throughput,
                              device=args.device, stage2_budget=stage2)
     out = Path(args.out)
     atomic_write_text(out / "comparison.csv", result.table.to_csv(index=False))
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                                                                                         result.table["mAP_std"])],
         "within noise of best": result.table["within_noise_of_best"],
     })
-    print(shown[["method", "protocol", "mode", "mAP %", "seeds", "within noise of best", "train_seconds"]].to_string(index=False))
+    print(shown[["method", "protocol", "mode", "mAP %", "seeds", "within noise of best",
+                 "train_seconds"]].to_string(index=False))
     print(f"tables written to {out / 'comparison.csv'} and {out / 'noise.csv'}")
     return 0

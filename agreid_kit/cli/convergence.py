@@ -23,7 +23,9 @@ def register(subparsers) -> None:
     from agreid_kit.models import available_methods
 
     p.add_argument("--methods", nargs="+", default=["vit", "sdreid"], choices=available_methods("engine"),
-                   metavar="METHOD", help=f"engine methods to train (default vit sdreid; any of {', '.join(available_methods('engine'))})")
+                   metavar="METHOD",
+                   help="engine methods to train (default vit sdreid; any of "
+                        f"{', '.join(available_methods('engine'))})")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

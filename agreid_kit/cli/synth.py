@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     n = sum(c["images"] for c in counts.values())
     print(f"SynthAG {args.preset} (seed {args.seed}) at {root}: {n} images ("
           + ", ".join(f"{k} {v['images']} imgs / {v['ids']} ids" for k, v in counts.items())
-          + ("); reused (manifest matches)" if reused else f"); rendered in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)"))
+          + ("); reused (manifest matches)" if reused else f"); rendered in {seconds:.1f} s "
+                                                           f"({n / max(seconds, 1e-9):.0f} images/s)"))
     print(f"content hash {manifest['content_hash']}")
     if not args.no_card:
         card_path = Path(root) / "difficulty.json"

@@ -35,10 +35,12 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=methods, help="which method to train")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--preset", choices=tuple(TRAIN_PRESETS), default=None,
-                   help="paper: the method's paper recipe at ViT-B/16 (needs --pretrained; SVPR: a CLIP file, Adam 5e-6; "
+                   help="paper: the method's paper recipe at ViT-B/16 (needs --pretrained; SVPR: a CLIP file, Adam "
+                        "5e-6; "
                    "stage 2: --unet); cpu (default): the shared small-model recipe")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN from checkpoints/last.pt with its saved settings (a different setting is an error)")
+                   help="continue RUN from checkpoints/last.pt with its saved settings (a different setting is an "
+                        "error)")
     p.add_argument("--overwrite", action="store_true", help="train RUN again from scratch, replacing the run it holds")
     p.add_argument("--extend-epochs", action="store_true",
                    help="with --resume and --epochs N: train a finished or running run further, to N epochs (logged)")
@@ -61,19 +63,23 @@ def register(subparsers) -> None:
                    "KEY must be a field of the method's model config; repeatable")
     s1 = p.add_argument_group("stage 1 (engine methods)")
     s1.add_argument("--data", help="dataset spec NAME:DIR, e.g. synthag:runs/synthag-small or cargo:/data/CARGO")
-    s1.add_argument("--protocol", default=None, help="protocol whose train split is used (default ALL); also evaluated at the end")
+    s1.add_argument("--protocol", default=None,
+                    help="protocol whose train split is used (default ALL); also evaluated at the end")
     s1.add_argument("--optimizer", choices=OPTIMIZERS)
     s1.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     s1.add_argument("--image-cache", metavar="auto|off|DIR",
-                    help="decoded-image cache: auto (default: $AGREID_IMAGE_CACHE or ~/.cache/agreid-kit/images), off, or a folder")
-    s1.add_argument("--pretrained", help="local timm ImageNet ViT weights file (.safetensors/.pth); required by --preset paper")
+                    help="decoded-image cache: auto (default: $AGREID_IMAGE_CACHE or ~/.cache/agreid-kit/images), off, "
+                         "or a folder")
+    s1.add_argument("--pretrained",
+                    help="local timm ImageNet ViT weights file (.safetensors/.pth); required by --preset paper")
     s1.add_argument("--val-fraction", type=float, help="share of train ids held out for validation (0 disables)")
     s1.add_argument("--max-iters-per-epoch", type=int, help="cap iterations per epoch (smoke runs)")
     s1.add_argument("--eval-protocols", nargs="+", help="protocols evaluated at the end (default: --protocol)")
     s1.add_argument("--no-extract", action="store_true", help="skip feature extraction and evaluation at the end")
     s2 = p.add_argument_group("SD-ReID stage 2 (--method sdreid-stage2)")
     s2.add_argument("--stage1", help="finished sdreid stage-1 run directory")
-    s2.add_argument("--unet", help="local Stable Diffusion 1.5 folder (its unet/ is loaded); omit for a small UNet from scratch")
+    s2.add_argument("--unet",
+                    help="local Stable Diffusion 1.5 folder (its unet/ is loaded); omit for a small UNet from scratch")
     s2.add_argument("--timesteps", type=int, help="diffusion steps T")
     s2.add_argument("--timestep-sampling", choices=("cubic", "uniform"))
     s2.add_argument("--vrd-mechanism", help="View-Refine Decoder mechanism (conv|pool|proj)")
@@ -133,7 +139,8 @@ def _stage1_model_opts(args, method: str) -> dict[str, Any]:
 
 def _stage1_values(args, method: str, preset: str) -> dict[str, Any]:
     """The TrainConfig fields the typed flags set (nothing for flags not typed)."""
-    values = {field: getattr(args, dest) for dest, field in _STAGE1_FIELDS.items() if getattr(args, dest, None) is not None}
+    values = {field: getattr(args, dest) for dest,
+              field in _STAGE1_FIELDS.items() if getattr(args, dest, None) is not None}
     values.update(_stage1_batch(args, method, preset))
     if args.no_extract:
         values["extract_after"] = False
@@ -209,7 +216,8 @@ def _stage2_values(args) -> dict[str, Any]:
     typed = [f"--{d.replace('_', '-')}" for d in _STAGE1_ONLY if getattr(args, d, None)]
     if typed:
         raise CLIError(f"{', '.join(typed)}: stage-1 option(s); stage 2 reads its data from --stage1 RUN")
-    values = {field: getattr(args, dest) for dest, field in _STAGE2_FIELDS.items() if getattr(args, dest, None) is not None}
+    values = {field: getattr(args, dest) for dest,
+              field in _STAGE2_FIELDS.items() if getattr(args, dest, None) is not None}
     if args.batch_size:
         if len(args.batch_size) != 1:
             raise CLIError("--batch-size: stage-2 batches are N features (--batch-size N)")
@@ -240,7 +248,8 @@ def _interrupted(run) -> int:
     from agreid_kit.engine.checkpoint import last_epoch
 
     done = last_epoch(run.dir) if run.has_checkpoint else 0
-    print(f"\ninterrupted: {run.dir} holds a checkpoint after epoch {done}; continue with `agreid train --out {run.dir} "
+    print(f"\ninterrupted: {run.dir} holds a checkpoint after epoch {done}; continue with `agreid train --out "
+          f"{run.dir} "
           "--resume`" if done else "\ninterrupted before the first checkpoint", file=sys.stderr)
     return 130
 
@@ -256,9 +265,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--resume continues RUN, --overwrite starts it again: pass one of them")
     if args.resume:
         if not target.exists:
-            raise CLIError(f"--resume: {args.out} is not a run folder (config.json is missing); start it without --resume")
+            raise CLIError(f"--resume: {args.out} is not a run folder (config.json is missing); start it without "
+                           "--resume")
         if args.method and args.method != target.method:
-            raise CLIError(f"--resume: {args.out} is a run of --method {target.method}, you gave --method {args.method}")
+            raise CLIError(f"--resume: {args.out} is a run of --method {target.method}, you gave --method "
+                           f"{args.method}")
         method = target.method
     else:
         if not args.method:
@@ -276,7 +287,8 @@ def run(args: argparse.Namespace) -> int:
                   "deprecated (pass --resume, or --overwrite to start again)", file=sys.stderr)
             implicit_resume = True
         else:
-            raise CLIError(f"--out {args.out} already holds a training run: continue it with `agreid train --out {args.out} "
+            raise CLIError(f"--out {args.out} already holds a training run: continue it with `agreid train --out "
+                           f"{args.out} "
                            "--resume`, start it again with --overwrite, or choose another --out")
     trainer = spec.trainer()
     try:

@@ -19,7 +19,8 @@ from agreid_kit.data.records import DatasetSplit
 from agreid_kit.features import FeatureSet
 
 
-def _splits(run_dir: str | Path, protocols: Sequence[str], splits: dict[str, DatasetSplit] | None) -> dict[str, DatasetSplit]:
+def _splits(run_dir: str | Path, protocols: Sequence[str],
+            splits: dict[str, DatasetSplit] | None) -> dict[str, DatasetSplit]:
     out = {}
     for p in protocols:
         if splits and p in splits:
@@ -71,7 +72,8 @@ def timestep_tradeoff(
     sp = _splits(run_dir, protocols, splits)
     rows = []
     for tau in taus:
-        fs = generate_features(run_dir, tau=int(tau), guidance=guidance, sampler=sampler, timestep_spacing=timestep_spacing,
+        fs = generate_features(run_dir, tau=int(tau), guidance=guidance, sampler=sampler,
+                               timestep_spacing=timestep_spacing,
                                seed=seed, batch_size=batch_size, device=device, save=False, progress=progress)
         gen = fs.meta["generation"]
         for r in score(fs, sp, modes):
@@ -158,7 +160,8 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
         fig.add_trace(go.Violin(x=part["view"], y=part["cosine"], name=f"centre {VIEW_NAMES[c]}", box_visible=True,
                                 meanline_visible=True, legendgroup=VIEW_NAMES[c]), row=1, col=1)
     labels = [f"{VIEW_NAMES[v]} #{i}" for i, v in enumerate(inst_views)]
-    fig.add_trace(go.Heatmap(z=mat, x=labels, y=labels, colorscale="RdBu", zmid=0, colorbar=dict(title="cos")), row=1, col=2)
+    fig.add_trace(go.Heatmap(z=mat, x=labels, y=labels, colorscale="RdBu", zmid=0,
+                             colorbar=dict(title="cos")), row=1, col=2)
     fig.update_layout(violinmode="group", title=f"View-condition similarity (instance view tokens, {space})")
     fig.update_xaxes(title_text="instance view", row=1, col=1)
     fig.update_yaxes(title_text="cosine similarity", row=1, col=1)
@@ -214,7 +217,8 @@ def ablation(
             fs = generate_features(run_dir, tau=tau, guidance=float(value), save=False, progress=progress)
         else:
             if not isinstance(base, Stage2Config):
-                raise ValueError(f"ablation {study!r} retrains stage 2: pass a Stage2Config as base, got {type(base).__name__}")
+                raise ValueError(f"ablation {study!r} retrains stage 2: pass a Stage2Config as base, got "
+                                 f"{type(base).__name__}")
             if out_root is None:
                 raise ValueError(f"ablation {study!r} needs out_root (a folder for one stage-2 run per value)")
             model = dict(base.model)
@@ -230,7 +234,8 @@ def ablation(
         for r in score(fs, sp, modes):
             rows.append({study: str(value), **r, "sec_per_1000": fs.meta.get("generation", {}).get("seconds_per_1000")})
     df = pd.DataFrame(rows)
-    long = df.melt(id_vars=[study, "protocol", "mode"], value_vars=["rank1", "mAP", "mINP"], var_name="metric", value_name="score")
+    long = df.melt(id_vars=[study, "protocol", "mode"], value_vars=["rank1", "mAP", "mINP"], var_name="metric",
+                   value_name="score")
     long["score"] = 100 * long["score"]
     fig = px.bar(long, x=study, y="score", color="metric", barmode="group", facet_col="protocol",
                  hover_data=["mode"], title=f"SD-ReID stage-2 ablation: {study}")
@@ -267,7 +272,8 @@ def view_token_measures(stage1_run: str | Path) -> dict[str, Any]:
     counts = torch.bincount(views, minlength=centres.shape[0]).float()
     out["chance"] = float(counts.max() / counts.sum())
     mean, std = (m.float() for m in moments(tokens))
-    for space, (tok, cen) in {"raw": (tokens, centres), "standardised": ((tokens - mean) / std, (centres - mean) / std)}.items():
+    for space, (tok, cen) in {"raw": (tokens, centres),
+                              "standardised": ((tokens - mean) / std, (centres - mean) / std)}.items():
         out[f"centre_cosine_{space}"] = float(_cosine(cen[:1], cen[1:2])[0, 0]) if cen.shape[0] > 1 else None
         sims = _cosine(tok, cen)  # (N, V)
         own = sims.gather(1, views[:, None]).squeeze(1)
@@ -342,6 +348,7 @@ def stage2_validation(stage2_run: str | Path, taus: Sequence[int] = (5,), guidan
     rows = []
     for tau in taus:
         for w in guidances:
-            m = validate_stage2(model, val_fs, val_split, int(tau), float(w), seed, int(run_cfg["num_train_timesteps"]), device)
+            m = validate_stage2(model, val_fs, val_split, int(tau), float(w), seed,
+                                int(run_cfg["num_train_timesteps"]), device)
             rows.append({"tau": int(tau), "guidance": float(w), **m})
     return pd.DataFrame(rows)

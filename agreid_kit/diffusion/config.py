@@ -31,7 +31,8 @@ def latent_shape(dim: int) -> tuple[int, int, int]:
     (768 -> (4, 16, 12), 192 -> (4, 8, 6)).
     """
     if dim <= 0 or dim % 4:
-        raise ValueError(f"feature width D = {dim} cannot be reshaped to a (4, H, W) latent: D must be a positive multiple of 4")
+        raise ValueError(f"feature width D = {dim} cannot be reshaped to a (4, H, W) latent: D must be a positive "
+                         "multiple of 4")
     area = dim // 4
     best = None
     for w in range(1, int(math.isqrt(area)) + 1):
@@ -118,11 +119,13 @@ class Stage2ModelConfig:
         if self.num_views not in (2, 3):
             raise ValueError(f"num_views must be 2 or 3, got {self.num_views}")
         if self.num_id_layers < 1:
-            raise ValueError(f"num_id_layers must be >= 1 (stage 1 stores L-1 ID-condition tokens), got {self.num_id_layers}")
+            raise ValueError("num_id_layers must be >= 1 (stage 1 stores L-1 ID-condition tokens), got "
+                             f"{self.num_id_layers}")
         self.selected_id_layers()  # validates id_layers
         if len(self.unet_cross_attention) != len(self.unet_channels):
             raise ValueError(
-                f"unet_cross_attention {self.unet_cross_attention} must have one entry per level of unet_channels {self.unet_channels}"
+                f"unet_cross_attention {self.unet_cross_attention} must have one entry per level of unet_channels "
+                f"{self.unet_channels}"
             )
         for c in self.unet_channels:
             if c % self.unet_norm_groups or c % self.unet_heads:
@@ -151,7 +154,8 @@ class Stage2ModelConfig:
         for i in self.id_layers:
             j = i + n if i < 0 else i
             if not 0 <= j < n:
-                raise ValueError(f"id_layers entry {i} is out of range for {n} ID-condition tokens (0..{n - 1} or -{n}..-1)")
+                raise ValueError(f"id_layers entry {i} is out of range for {n} ID-condition tokens (0..{n - 1} or "
+                                 f"-{n}..-1)")
             out.append(j)
         if not out:
             raise ValueError("id_layers must select at least one ID-condition token")
@@ -173,7 +177,8 @@ class Stage2ModelConfig:
 # 120 epochs. "cpu": the same shape scaled to a few minutes on 2 cores for SynthAG-small.
 STAGE2_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's Adam with weight decay 0.1 (Sec. 4.1), applied as torch's Adam does (L2 on the gradient).
-    "paper": dict(epochs=120, batch_size=128, lr=1e-4, warmup_iters=1000, decay_epochs=[50], amp=True, weight_decay=0.1),
+    "paper": dict(epochs=120, batch_size=128, lr=1e-4, warmup_iters=1000, decay_epochs=[50], amp=True,
+                  weight_decay=0.1),
     "cpu": dict(epochs=40, batch_size=256, lr=1e-3, warmup_iters=50, decay_epochs=[30], amp=False, weight_decay=0.0),
 }
 # Model defaults per preset (user options win). The paper's main View-Refine Decoder location is "both"
@@ -231,8 +236,10 @@ class Stage2Config:
             raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {self.timestep_sampling!r}")
         if self.preset == "paper" and not self.model.get("unet_path"):
             raise ValueError(
-                "stage-2 --preset paper fine-tunes the pretrained Stable Diffusion 1.5 UNet: pass --unet PATH to a local "
-                "SD-1.5 folder (with unet/config.json and weights; nothing is downloaded). For a small UNet trained from "
+                "stage-2 --preset paper fine-tunes the pretrained Stable Diffusion 1.5 UNet: pass --unet PATH to a "
+                "local "
+                "SD-1.5 folder (with unet/config.json and weights; nothing is downloaded). For a small UNet trained "
+                "from "
                 "scratch use --preset cpu"
             )
         if self.epochs < 1:
@@ -331,5 +338,6 @@ class Stage2RunConfig:
         """What the generated test features of a finished run were made with (None: no generation asked)."""
         if not self.stage2.get("generate_after", True):
             return None
-        return {"tau": self.stage2.get("tau") or default_tau(self.dataset), "guidance": self.stage2.get("guidance", 2.0),
+        return {"tau": self.stage2.get("tau") or default_tau(self.dataset),
+                "guidance": self.stage2.get("guidance", 2.0),
                 "seed": self.stage2.get("seed", 0)}

@@ -50,7 +50,8 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
     """Validate a stage-1 sdreid run and read its cached features."""
     run = Path(stage1).expanduser()
     if not run.is_dir():
-        raise FileNotFoundError(f"stage-1 run {run} does not exist (expected a run dir from `agreid train --method sdreid`)")
+        raise FileNotFoundError(f"stage-1 run {run} does not exist (expected a run dir from `agreid train --method "
+                                "sdreid`)")
     from agreid_kit.run import Run
 
     s1_run = Run(run)
@@ -71,7 +72,8 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
         raise ValueError(f"stage-1 run {run} was trained with method {method!r}; stage 2 needs an sdreid stage-1 run")
     for name in ("id_cond", "view_token", "prebn", "global/view_centres"):
         if name not in test_head.get("tensors", {}):
-            raise FeatureSetError(f"stage-1 FeatureSet {stems['test']}.json has no tensor {name!r} (is it an sdreid run?)")
+            raise FeatureSetError(f"stage-1 FeatureSet {stems['test']}.json has no tensor {name!r} (is it an sdreid "
+                                  "run?)")
     dim = int(test_head["tensors"]["prebn"][1])
     num_id_layers = int(test_head["tensors"]["id_cond"][1])
     dataset = str(test_meta.get("dataset", ""))
@@ -81,7 +83,8 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
         missing = [n for base in STAGE1_TRAIN_EXTRAS for n in (base, base + "_flip") if n not in train.extras]
         if missing:
             raise FeatureSetError(
-                f"stage-1 train FeatureSet {stems['train']}.json lacks {missing}; stage 2 needs prebn/id_cond/view_token "
+                f"stage-1 train FeatureSet {stems['train']}.json lacks {missing}; stage 2 needs "
+                "prebn/id_cond/view_token "
                 "and their _flip variants (extract the train split with flip on)"
             )
         if train.extras["prebn"].shape[1] != dim or train.extras["id_cond"].shape[1] != num_id_layers:
@@ -91,14 +94,17 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
             )
         if train.meta.get("dataset", dataset) != dataset:
             raise FeatureSetError(
-                f"stage-1 run {run}: train features are from dataset {train.meta.get('dataset')!r}, test from {dataset!r}"
+                f"stage-1 run {run}: train features are from dataset {train.meta.get('dataset')!r}, test from "
+                f"{dataset!r}"
             )
         centres = train.globals.get("view_centres")
     else:
         centres = FeatureSet.load(stems["test"]).globals.get("view_centres")
     if centres is None or centres.ndim != 2 or centres.shape[1] != dim:
-        raise FeatureSetError(f"stage-1 run {run}: global view_centres must be (V, {dim}), got {None if centres is None else tuple(centres.shape)}")
-    return Stage1Features(run, train, stems["test"], config, dataset, dim, num_id_layers, int(centres.shape[0]), centres.float())
+        raise FeatureSetError(f"stage-1 run {run}: global view_centres must be (V, {dim}), got "
+                              f"{None if centres is None else tuple(centres.shape)}")
+    return Stage1Features(run, train, stems["test"], config, dataset, dim, num_id_layers, int(centres.shape[0]),
+                          centres.float())
 
 
 def load_stage2(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last.pt"):
@@ -124,7 +130,8 @@ def load_stage2(run_dir: str | Path, device: str = "cpu", checkpoint: str = "las
         unet = UNet2DConditionModel.from_config(dict(state["unet_config"]))
     elif mcfg.unet_path and not Path(mcfg.unet_path).is_dir():
         raise FileNotFoundError(
-            f"stage-2 run {run.dir} was trained on the SD-1.5 UNet at {mcfg.unet_path}, which no longer exists, and its "
+            f"stage-2 run {run.dir} was trained on the SD-1.5 UNet at {mcfg.unet_path}, which no longer exists, and "
+            "its "
             "checkpoint predates stored UNet configs: put the folder back or train the run again"
         )
     model = SDReIDStage2(mcfg, load_unet_weights=False, unet=unet)

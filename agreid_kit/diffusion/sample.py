@@ -31,10 +31,14 @@ def parse_views(views: Sequence[int | str] | None, num_views: int, dataset: str 
         return have
     out = []
     for v in views:
-        vid = VIEW_NAMES.index(v) if isinstance(v, str) and v in VIEW_NAMES else (int(v) if str(v).lstrip("-").isdigit() else None)
+        if isinstance(v, str) and v in VIEW_NAMES:
+            vid = VIEW_NAMES.index(v)
+        else:
+            vid = int(v) if str(v).lstrip("-").isdigit() else None
         if vid is None or vid not in have:
             names = ", ".join(f"{i} ({VIEW_NAMES[i]})" for i in have)
-            raise ValueError(f"view {v!r} does not exist in dataset {dataset or '?'}, which has {num_views} views: {names}")
+            raise ValueError(f"view {v!r} does not exist in dataset {dataset or '?'}, which has {num_views} views: "
+                             f"{names}")
         if vid not in out:
             out.append(vid)
     return out
@@ -60,11 +64,10 @@ def generate_latent_features(
 
     The UNet generates standardised pre-BNNeck features; they are returned in the stage-1 retrieval
     space (un-standardised, then stage 1's neck), the space of the real feature they are compared with."""
-    from agreid_kit.utils.progress import progress_bar
-
     from agreid_kit.diffusion.model import from_latent
     from agreid_kit.diffusion.schedule import make_scheduler
     from agreid_kit.diffusion.unet import cached_cross_attention
+    from agreid_kit.utils.progress import progress_bar
 
     if tau < 1:
         raise ValueError(f"tau (number of denoising steps) must be >= 1, got {tau}")
@@ -171,7 +174,8 @@ def generate_features(
         )
     dataset = run_cfg.get("dataset", "")
     if fs.meta.get("dataset", dataset) != dataset:
-        raise ValueError(f"{stem}.json is from dataset {fs.meta.get('dataset')!r} but stage-2 run {run_dir} was trained on {dataset!r}")
+        raise ValueError(f"{stem}.json is from dataset {fs.meta.get('dataset')!r} but stage-2 run {run_dir} was "
+                         f"trained on {dataset!r}")
     view_ids = parse_views(views, model.config.num_views, dataset)
     t0 = time.perf_counter()
     gen = generate_latent_features(

@@ -70,7 +70,8 @@ def validate_stage2(model, val_fs: FeatureSet, val_split, tau: int, guidance: fl
                                    progress=False)
     model.train(was_training)
     # the split carries the identities (looked up by path): the FeatureSet only supplies the features
-    fs = FeatureSet(val_fs.features, val_fs.records, "val", "stage2-validation", extras={f"gen:{v}": f for v, f in gen.items()})
+    fs = FeatureSet(val_fs.features, val_fs.records, "val", "stage2-validation",
+                    extras={f"gen:{v}": f for v, f in gen.items()})
     out: dict[str, float] = {}
     for mode in ("real", "gen:all", "real+gen"):
         m = metrics_dict(evaluate_featureset_split(fs, val_split, mode))
@@ -82,7 +83,6 @@ def validate_stage2(model, val_fs: FeatureSet, val_split, tau: int, guidance: fl
 def build_model_config(cfg: Stage2Config, s1: Stage1Features) -> Stage2ModelConfig:
     """The preset's model defaults, the user's options over them, the stage-1 facts over both."""
     from agreid_kit.diffusion.config import STAGE2_MODEL_PRESETS
-
     from agreid_kit.presets import preset_values
 
     fixed = dict(dim=s1.dim, num_id_layers=s1.num_id_layers, num_views=s1.num_views)
@@ -133,10 +133,9 @@ def train_epoch(model, batch_iter, optimizer, scaler, device, cfg: Stage2Config,
                 epoch: int, iteration: int, train: dict[str, torch.Tensor], generator: torch.Generator,
                 progress: bool = True) -> tuple[float, int]:
     """One pass over the cached training features; returns (mean loss, next iteration index)."""
-    from agreid_kit.utils.progress import progress_bar
-
     from agreid_kit.diffusion.model import to_latent
     from agreid_kit.diffusion.schedule import add_noise, sample_timesteps
+    from agreid_kit.utils.progress import progress_bar
 
     model.train()
     total, count = 0.0, 0
@@ -249,7 +248,8 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     train = {k: tr.extras[k].float() for base in STAGE1_TRAIN_EXTRAS for k in (base, base + "_flip")}
     train["views"] = tr.views
     if int(train["views"].max()) >= s1.num_views:
-        raise FeatureSetError(f"stage-1 train features have view ids {sorted(set(train['views'].tolist()))} but only {s1.num_views} view centres")
+        raise FeatureSetError(f"stage-1 train features have view ids {sorted(set(train['views'].tolist()))} but only "
+                              f"{s1.num_views} view centres")
     n = len(tr)
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
@@ -263,7 +263,8 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
         entry = {"epoch": epoch, "lr": _lr(cfg, iteration - 1, epoch), "loss": loss, "iterations": iteration,
                  "seconds": round(time.time() - t0, 3)}
         if val_split is not None and cfg.val_every and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-            entry.update(validate_stage2(model, s1.train.subset(val_rows), val_split, cfg.tau or default_tau(s1.dataset),
+            entry.update(validate_stage2(model, s1.train.subset(val_rows), val_split,
+                                         cfg.tau or default_tau(s1.dataset),
                                          cfg.guidance, cfg.seed, T, device))
         log.append(entry)
         run.write_log(log)

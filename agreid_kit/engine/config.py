@@ -177,4 +177,5 @@ def method_recipe(method: str, preset: str) -> dict[str, Any]:
 
 def make_config(method: str, out: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:
     """A TrainConfig of ``method`` at ``preset`` with ``overrides`` (None values are ignored: the preset's stay)."""
-    return TrainConfig(method=method, out=str(out), preset=preset, **{k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(method=method, out=str(out), preset=preset,
+                       **{k: v for k, v in overrides.items() if v is not None})

@@ -96,7 +96,8 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """A fixed-width Rank-1/5/10, mAP, mINP table (percent), one row per protocol and mode."""
     # The mode column widens for long keys such as "real+gen+rerank" so the numbers stay aligned.
     w = max([10, *(len(mode) for by_mode in results.values() for mode in by_mode)])
-    lines = [f"{'protocol':<12s} {'mode':<{w}s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} {'queries':>8s}"]
+    lines = [f"{'protocol':<12s} {'mode':<{w}s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} "
+             f"{'queries':>8s}"]
     for protocol, by_mode in results.items():
         for mode, m in by_mode.items():
             vals = [100 * float(m.get(k, float("nan"))) for k in ("rank1", "rank5", "rank10", "mAP", "mINP")]

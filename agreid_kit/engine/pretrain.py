@@ -122,7 +122,8 @@ def export_kit_init(cfg: PretrainConfig, data_root: Path, seconds: float | None 
         },
         "recipe": {"train_config": run.config.to_dict(), "model_config": dataclasses.asdict(model.config)},
         "command": f"agreid pretrain --name {cfg.name}" + (f" --threads {cfg.threads}" if cfg.threads else ""),
-        "curve": [{k: r.get(k) for k in ("epoch", "loss_ce", "loss_triplet", "val_mAP", "val_rank1", "train_seconds") if k in r}
+        "curve": [{k: r.get(k) for k in ("epoch", "loss_ce", "loss_triplet", "val_mAP", "val_rank1",
+                                         "train_seconds") if k in r}
                   for r in log],
         "metrics_pretrain_test": run.read_metrics(),
         "seconds": round(seconds, 1) if seconds is not None else None,
@@ -130,5 +131,6 @@ def export_kit_init(cfg: PretrainConfig, data_root: Path, seconds: float | None 
         "sha256": sha256_file(weights),
     }
     atomic_write_json(out_dir / f"{cfg.name}.json", card)
-    print(f"kit init {cfg.name!r} written to {weights} ({weights.stat().st_size / 1e6:.1f} MB, sha256 {card['sha256'][:12]})")
+    print(f"kit init {cfg.name!r} written to {weights} ({weights.stat().st_size / 1e6:.1f} MB, sha256 "
+          f"{card['sha256'][:12]})")
     return weights

@@ -66,7 +66,8 @@ def build_model_for(
             f"{cls.paper_weights}; nothing is downloaded at run time. To train from scratch use --preset cpu."
         )
     derived = cls.dataset_options(dataset, train_records, overrides)
-    return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views, **{**derived, **overrides})
+    return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views,
+                        **{**derived, **overrides})
 
 
 def model_attribute_vocabulary(model) -> dict[str, list[str]]:
@@ -93,8 +94,8 @@ def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor
 
 def validate(model, val: DatasetSplit, cfg: TrainConfig, device, cache=None) -> dict[str, float]:
     """Rank-1 / mAP / mINP of the held-out train ids (never the test set)."""
-    from agreid_kit.engine.extract import embed_records
     from agreid_kit.engine.evaluate import evaluate_featureset_split, metrics_dict
+    from agreid_kit.engine.extract import embed_records
     from agreid_kit.features import FeatureSet
 
     records = val.test_records
@@ -155,7 +156,8 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         # lets the epochs grow (the schedule is stretched to the new total from here on).
         extended_from = run.check_resume(cfg, extend_epochs)
     elif run.has_checkpoint:
-        raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+        raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another "
+                              "--out")
 
     stale = run.remove_stale_temporaries()
     if stale:
@@ -172,14 +174,16 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
     model = build_model_for(cfg, num_classes, split.num_views, train_records, split.dataset)
     augment = BatchAugmentConfig(model.mean, model.std, cfg.flip_prob, cfg.pad, cfg.erasing_prob)
     cache = open_image_cache(split.train, model.input_size, cfg.image_cache, cfg.num_workers, is_main)
-    dataset = ReIDImageDataset(train_records, model.input_size, cache, attribute_values=model_attribute_vocabulary(model))
+    dataset = ReIDImageDataset(train_records, model.input_size, cache,
+                               attribute_values=model_attribute_vocabulary(model))
     sampler = PKBatchSampler(
         [r.pid for r in train_records], cfg.p, cfg.k, cfg.seed, accelerator.num_processes, accelerator.process_index
     )
     loader = batch_loader(dataset, sampler, 0 if cache is not None else cfg.num_workers)
     iters_per_epoch = len(sampler) if cfg.max_iters_per_epoch is None else min(len(sampler), cfg.max_iters_per_epoch)
     if iters_per_epoch == 0:
-        raise ValueError(f"P x K = {cfg.p} x {cfg.k}: the training set of {len(train_records)} images yields no full batch")
+        raise ValueError(f"P x K = {cfg.p} x {cfg.k}: the training set of {len(train_records)} images yields no full "
+                         "batch")
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, iters_per_epoch)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -221,7 +225,8 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         run.write_meta(meta)
         n_params = sum(p.numel() for p in core.parameters())
         print(
-            f"{cfg.method} [{cfg.preset}] {n_params / 1e6:.2f}M params; {len(train_records)} train images of {num_classes} ids "
+            f"{cfg.method} [{cfg.preset}] {n_params / 1e6:.2f}M params; {len(train_records)} train images of "
+            f"{num_classes} ids "
             f"(+{len(held_out)} held-out val ids); {iters_per_epoch} iters/epoch of {cfg.p}x{cfg.k}; "
             f"{accelerator.num_processes} process(es) on {accelerator.device}, AMP {accelerator.mixed_precision}"
         )

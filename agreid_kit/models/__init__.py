@@ -124,7 +124,8 @@ def register_method(name: str, model: str, *, kind: str = "engine", label: str =
                     summary: str = "") -> MethodSpec:
     """Add a method to the table; a name already in it raises (names are unique, one entry per method)."""
     if name in _TABLE:
-        raise ValueError(f"method {name!r} is already registered (model {_TABLE[name].model}); method names must be unique")
+        raise ValueError(f"method {name!r} is already registered (model {_TABLE[name].model}); method names must be "
+                         "unique")
     if kind not in KINDS:
         raise ValueError(f"method {name!r}: unknown kind {kind!r}; expected one of {sorted(KINDS)}")
     if ":" not in model:

@@ -57,7 +57,8 @@ def validate_presets(
     for preset, values in presets.items():
         unknown = set(values) - fields
         if unknown:
-            raise TypeError(f"model {name!r} preset {preset!r}: {sorted(unknown)} are not fields of {config_class.__name__}")
+            raise TypeError(f"model {name!r} preset {preset!r}: {sorted(unknown)} are not fields of "
+                            f"{config_class.__name__}")
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "out", "preset"}
     for preset, values in (train_presets or {}).items():
         if preset == SHARED_TRAIN_PRESET:
@@ -66,7 +67,8 @@ def validate_presets(
                 "comparison and cannot be overridden per method"
             )
         if preset not in TRAIN_PRESETS:
-            raise TypeError(f"model {name!r} train_presets: unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+            raise TypeError(f"model {name!r} train_presets: unknown preset {preset!r}; expected one of "
+                            f"{sorted(TRAIN_PRESETS)}")
         unknown = set(values) - train_fields
         if unknown:
             raise TypeError(f"model {name!r} train_presets[{preset!r}]: {sorted(unknown)} are not TrainConfig fields")

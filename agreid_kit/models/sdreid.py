@@ -10,7 +10,7 @@ from torch import nn
 
 from agreid_kit.losses.reid import view_cross_entropy
 from agreid_kit.models.base import BNNeckHead
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase, run_blocks
+from agreid_kit.models.vit import VIT_PRESETS, ViTReIDConfig, _ViTBase, run_blocks
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch import nn
 from agreid_kit.losses.methods import orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 from agreid_kit.models.base import BNNeckHead
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
+from agreid_kit.models.vit import VIT_PRESETS, ViTReIDConfig, _ViTBase
 
 
 def inner_subtraction(tokens: torch.Tensor, cls_index: int = 0, view_index: int = 1) -> torch.Tensor:

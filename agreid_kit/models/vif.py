@@ -21,7 +21,7 @@ import torch
 from agreid_kit.augment import AUGMENT_KINDS, BatchAugmentSpec, PLRMConfig, apply_batch_augment
 from agreid_kit.losses.methods import vial_hnm_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, ViTReID
+from agreid_kit.models.vit import VIT_PRESETS, ViTReID, ViTReIDConfig
 
 
 @dataclass

@@ -33,7 +33,7 @@ from agreid_kit.losses.methods import load_balance_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 from agreid_kit.models.base import BNNeckHead
 from agreid_kit.models.vdt import run_view_decoupled
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
+from agreid_kit.models.vit import VIT_PRESETS, ViTReIDConfig, _ViTBase
 
 
 # ---- graph ------------------------------------------------------------------------------------
@@ -129,7 +129,8 @@ class ExpertPool(nn.Module):
     and this keeps the computation deterministic and simple.
     """
 
-    def __init__(self, dim: int, num_experts: int, top_k: int, num_tokens: int, num_heads: int, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, dim: int, num_experts: int, top_k: int, num_tokens: int, num_heads: int,
+                 mlp_ratio: float = 2.0) -> None:
         super().__init__()
         self.top_k = top_k
         self.router = nn.Linear(dim, num_experts)
@@ -189,7 +190,10 @@ class ViSA(_ViTBase):
         heads = int(config.num_heads or self.backbone.blocks[0].attn.num_heads)
         self.view_tokens = nn.Parameter(torch.zeros(config.num_views, d))
         nn.init.trunc_normal_(self.view_tokens, std=0.02)
-        pool = lambda: ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads, config.expert_mlp_ratio)  # noqa: E731
+        def pool() -> ExpertPool:
+            return ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads,
+                              config.expert_mlp_ratio)
+
         self.shared_pool = pool()
         self.view_pools = nn.ModuleList(pool() for _ in range(config.num_views))
         self.shared_graph = GraphRefine(d, config.topk_patches)
@@ -276,4 +280,5 @@ class ViSA(_ViTBase):
         r = self._run(batch)
         g = self.global_head.bn(r["z_inv"])
         loc = self.local_head.bn(r["local"])
-        return {"features": torch.cat([g, loc], dim=1), "prebn": r["z_inv"], "local": r["local"], "view_token": r["z_spe"]}
+        return {"features": torch.cat([g, loc], dim=1), "prebn": r["z_inv"], "local": r["local"],
+                "view_token": r["z_spe"]}
