@@ -45,3 +45,45 @@ def test_tradeoff_table_is_found_in_the_main_jobs_report(tmp_path):
     found = _tradeoff_candidates(run, reports_root=reports)
     assert found[:2] == [run / "analysis" / "tradeoff.csv", run / "tradeoff.csv"]
     assert found[2:] == [reports / "2026-11-20" / "tradeoff.csv"]  # not the report made for another run
+
+
+def test_busy_port_is_one_line_naming_port(tmp_path, capfd):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", "--run", str(tmp_path / "no-run"), "--port", str(port)]) == 2
+    out = capfd.readouterr()
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1 and f"--port {port} is already in use" in err and "--port 0" in err
+    everything = out.out + out.err
+    assert "GRADIO_SERVER_PORT" not in everything and "Traceback" not in everything and "share=True" not in everything
+
+
+def test_launch_prints_no_share_hint(tmp_path, capfd):
+    import httpx
+
+    from agreid_kit.apps.ranking_app import build_app, launch_app
+
+    demo = build_app(tmp_path / "no-run")
+    _, url, _ = launch_app(demo, port=None, prevent_thread_lock=True, quiet=False)
+    try:
+        assert url.startswith("http://127.0.0.1:") and httpx.get(url, timeout=30).status_code == 200
+    finally:
+        demo.close()
+    out = capfd.readouterr()
+    assert f"serving on {url}" in out.out and "local only" in out.out
+    assert "share" not in (out.out + out.err).lower()  # no "set share=True": the app is local only
+
+
+def test_cli_passes_report_and_port(tmp_path, monkeypatch):
+    import agreid_kit.apps.ranking_app as ra
+
+    seen = {}
+    monkeypatch.setattr(ra, "build_app", lambda run, **kw: seen.update(run=run, **kw) or type("D", (), {"backend": None})())
+    monkeypatch.setattr(ra, "launch_app", lambda demo, port=None, **kw: seen.update(port=port))
+    assert main(["app", "--run", str(tmp_path / "r"), "--report", str(tmp_path / "rep"), "--port", "0"]) == 0
+    assert seen["report"] == str(tmp_path / "rep") and seen["port"] is None and seen["run"] == str(tmp_path / "r")
+    assert Path(seen["run"]).name == "r"

@@ -96,3 +96,32 @@ def test_dataset_batches_are_identical_with_and_without_the_cache_and_with_worke
         ReIDImageDataset([Record(str(tmp_path / "other.jpg"), 0, 0, 0)], (16, 8), cache)
     with pytest.raises(ValueError, match="holds \\(16, 8\\) images"):
         ReIDImageDataset(recs, (32, 16), cache)
+
+
+def test_parallel_build_under_the_cli_signal_handler_finishes_and_resets_worker_signals(tmp_path):
+    """`agreid` turns SIGTERM into KeyboardInterrupt; forked decoders inherited it and Pool.terminate then
+    hung on a worker blocked on the task-queue lock (seen: `agreid train` stuck after its last epoch).
+    Workers now restore the default SIGTERM (and leave SIGINT to the parent); a clean build joins them."""
+    import signal
+    import subprocess
+    import sys
+
+    paths = _images(tmp_path, n=300, size=(20, 10))
+    script = (
+        "import signal, sys\n"
+        "from agreid_kit.cli import _stop_on_sigterm\n"
+        "from agreid_kit.data import image_cache as ic\n"
+        "_stop_on_sigterm()\n"
+        "real_init = ic._worker_default_signals\n"
+        "paths = sys.argv[2:]\n"
+        "c = ic.ImageCache.open(paths, (8, 4), sys.argv[1], workers=2, verbose=False)\n"
+        "assert c.array.shape == (300, 3, 8, 4)\n"
+        "real_init()\n"
+        "assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL\n"
+        "assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cache"), *paths], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+    assert signal.getsignal(signal.SIGTERM) != signal.SIG_IGN  # the test process itself is untouched

@@ -150,6 +150,16 @@ def _index_matches(index: Path, key: str, n: int, size: tuple[int, int]) -> bool
     return meta.get("key") == key and meta.get("n") == n and tuple(meta.get("size", ())) == size
 
 
+def _worker_default_signals() -> None:
+    """Pool initializer: forked decoders drop the parent's handlers. The CLI turns SIGTERM into a
+    KeyboardInterrupt (clean-up in the parent); inherited by a worker blocked on the pool's task-queue lock,
+    it made ``Pool.terminate`` wait forever. Workers die on SIGTERM and leave Ctrl-C to the parent."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _build(paths: list[str], size: tuple[int, int], npy: Path, index: Path, key: str, workers: int,
            progress: bool, verbose: bool) -> None:
     from agreid_kit.utils.io import atomic_path, atomic_write_json, remove_stale_temporaries
@@ -171,10 +181,14 @@ def _build(paths: list[str], size: tuple[int, int], npy: Path, index: Path, key:
         if workers and workers > 0 and n > 256:
             import multiprocessing as mp
 
-            with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+            ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+            with ctx.Pool(workers, initializer=_worker_default_signals) as pool:
                 for i, arr in enumerate(pool.imap(_decode_job, jobs, chunksize=64)):
                     mm[i] = arr
                     bar.update(1)
+                # a clean end: the workers exit on their own (Pool.__exit__ would terminate them)
+                pool.close()
+                pool.join()
         else:
             for i, job in enumerate(jobs):
                 mm[i] = _decode_job(job)

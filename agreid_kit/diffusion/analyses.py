@@ -330,10 +330,11 @@ def generated_view_probe(stage2_run: str | Path) -> dict[str, Any]:
 
 
 def stage2_validation(stage2_run: str | Path, taus: Sequence[int] = (5,), guidances: Sequence[float] = (2.0,),
-                      seed: int = 0, device: str = "cpu"):
+                      seed: int = 0, device: str = "cpu", protocols: Sequence[str] = ("ALL", "A<->G")):
     """Validation mAP / Rank-1 of ``real``, ``gen:all`` and ``real+gen`` of a trained stage-2 run on the identities
     its stage-1 run held out, for each sampling setting (tau, guidance): how settings are chosen without the
-    test split. Returns a DataFrame ``tau, guidance, <mode> mAP / rank1`` (fractions)."""
+    test split. Returns a DataFrame ``tau, guidance`` and the :func:`validate_stage2` columns (fractions):
+    ``val_<mode>_mAP`` on ALL, ``val_<protocol>_<mode>_mAP`` for the other ``protocols``."""
     import pandas as pd
 
     from agreid_kit.diffusion.loading import load_stage1, load_stage2
@@ -349,6 +350,6 @@ def stage2_validation(stage2_run: str | Path, taus: Sequence[int] = (5,), guidan
     for tau in taus:
         for w in guidances:
             m = validate_stage2(model, val_fs, val_split, int(tau), float(w), seed,
-                                int(run_cfg["num_train_timesteps"]), device)
+                                int(run_cfg["num_train_timesteps"]), device, protocols)
             rows.append({"tau": int(tau), "guidance": float(w), **m})
     return pd.DataFrame(rows)

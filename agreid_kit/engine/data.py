@@ -89,3 +89,25 @@ def validation_split(records: Sequence[Record]) -> DatasetSplit:
     if not gallery:
         raise ValueError("validation carve-out: held-out ids have one image per camera, so the gallery is empty")
     return DatasetSplit(dataset="validation", protocol="val", root="", train=[], query=query, gallery=gallery)
+
+
+# The validation counterparts of the test protocols every aerial-ground dataset shares: the same query/gallery
+# views and camid rule as CARGO's definitions (agreid_kit.data.cargo), applied to the held-out identities.
+VALIDATION_PROTOCOLS = ("ALL", "A<->G", "A<->A", "G<->G")
+
+
+def validation_protocol_split(records: Sequence[Record], protocol: str) -> DatasetSplit:
+    """:func:`validation_split` under ``protocol``: ``A<->A`` / ``G<->G`` keep one view, ``A<->G`` sets
+    camid = view so a query's same-view positives are junk and only cross-view matches count."""
+    from agreid_kit.data.layout import by_view, with_camid
+
+    if protocol not in VALIDATION_PROTOCOLS:
+        raise ValueError(f"validation protocol must be one of {VALIDATION_PROTOCOLS}, got {protocol!r}")
+    base = validation_split(records)
+    q, g = base.query, base.gallery
+    if protocol in ("A<->A", "G<->G"):
+        view = 0 if protocol == "A<->A" else 1
+        q, g = by_view(q, (view,)), by_view(g, (view,))
+    elif protocol == "A<->G":
+        q, g = with_camid(q, lambda r: r.view), with_camid(g, lambda r: r.view)
+    return replace(base, protocol=f"val {protocol}", query=q, gallery=g)
