@@ -87,8 +87,9 @@ def test_resume_names_the_setting_and_its_flag(tmp_path):
     run.write_config(_cfg(run.dir))
     _finish(run, 1)
     assert run.check_resume(_cfg(tmp_path / "copy", num_workers=7)) is None  # where it lives, workers: runtime only
-    with pytest.raises(ValueError, match=r"lr: 0.0005 -> 0.1 \(--lr\).*drop --lr"):
-        run.check_resume(_cfg(run.dir, lr=0.1))
+    lr = _cfg(run.dir).lr
+    with pytest.raises(ValueError, match=rf"lr: {lr!r} -> 0.125 \(--lr\).*drop --lr"):
+        run.check_resume(_cfg(run.dir, lr=0.125))
     with pytest.raises(ValueError, match=r"\(--batch-size\)"):
         run.check_resume(_cfg(run.dir, p=8))
     with pytest.raises(ValueError, match="--extend-epochs"):
