@@ -57,7 +57,7 @@ if not run_dirs:
 results, frames = {}, []
 for d in run_dirs:
     run = load_run(d)
-    have = FeatureSet.load(Path(d) / "features" / "test").available_modes()
+    have = FeatureSet.load(run.features_path("test")).available_modes()
     run_modes = [m for m in modes if m in have]
     if not run_modes:
         raise ValueError(f"{d}: none of the modes {modes} is available; it has {have}")

@@ -47,12 +47,13 @@ from IPython.display import display
 
 from agreid_kit import VIEW_NAMES, analysis, viz
 from agreid_kit.features import FeatureSet
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json
 from agreid_kit.widgets import EmbeddingExplorer
 
 OUT = Path(out_dir)
 OUT.mkdir(parents=True, exist_ok=True)
-fs = FeatureSet.load(Path(run_dir) / "features" / "test")
+fs = FeatureSet.load(Run(run_dir).features_path("test"))
 has_gen = bool(fs.generated_views())
 
 # %%

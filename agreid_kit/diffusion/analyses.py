@@ -17,6 +17,7 @@ import torch
 from agreid_kit import VIEW_NAMES
 from agreid_kit.data.records import DatasetSplit
 from agreid_kit.features import FeatureSet
+from agreid_kit.run import Run
 
 
 def _splits(run_dir: str | Path, protocols: Sequence[str],
@@ -229,7 +230,7 @@ def ablation(
             run_dir = Path(out_root) / f"{study}={value}"
             cfg = replace(base, out=str(run_dir), model=model, tau=tau, guidance=guidance, generate_after=True)
             train_stage2(cfg, progress=progress)
-            fs = FeatureSet.load(run_dir / "features" / "test")
+            fs = FeatureSet.load(Run(run_dir).features_path("test"))
         sp = _splits(run_dir, protocols, splits)
         for r in score(fs, sp, modes):
             rows.append({study: str(value), **r, "sec_per_1000": fs.meta.get("generation", {}).get("seconds_per_1000")})
@@ -309,8 +310,6 @@ def generated_view_probe(stage2_run: str | Path) -> dict[str, Any]:
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
-
-    from agreid_kit.run import Run
 
     run = Run(stage2_run)
     stage1 = Run(run.config.stage1)

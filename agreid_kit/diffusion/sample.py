@@ -163,8 +163,8 @@ def generate_features(
         raise ValueError(f"tau (number of denoising steps) must be >= 1, got {tau}")
     dev = resolve_device(device)
     model, run_cfg = load_stage2(run_dir, device=str(dev))
-    stem = Path(run_dir).expanduser() / "features" / "test"
-    fs = load_real_test_features(Path(run_dir).expanduser(), run_cfg)
+    stem = Run(run_dir).features_path("test")
+    fs = load_real_test_features(Run(run_dir).dir, run_cfg)
     if "id_cond" not in fs.extras:
         raise ValueError(f"{stem}.json has no id_cond extra: it is not an sdreid stage-1 test FeatureSet")
     if fs.extras["id_cond"].shape[1:] != (model.config.num_id_layers, model.config.dim):
