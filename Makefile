@@ -3,13 +3,18 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup test report app bench notebooks lab
+.PHONY: setup test lint report app bench notebooks lab
 
 setup:
 	bash scripts/setup.sh
 
+# Lint first (ruff: pyproject.toml [tool.ruff]), then the tests.
 test: setup
+	.venv/bin/ruff check .
 	$(PY) -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .
 
 report: setup
 	.venv/bin/agreid report

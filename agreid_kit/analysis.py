@@ -12,13 +12,16 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from agreid_kit import VIEW_NAMES
 from agreid_kit.data.records import DatasetSplit, Record
+
+if TYPE_CHECKING:  # annotation only: agreid_kit.eval imports torch
+    from agreid_kit.eval import RankItem
 
 EMBED_METHODS = ("umap", "tsne", "pca")
 GEOMETRY_KEYS = ("altitude", "pitch", "distance", "yaw")
@@ -149,7 +152,8 @@ def embedding_frame(
     dims = {b.shape[1] for b in blocks}
     if len(dims) > 1:
         raise ValueError(
-            f"embedding_frame: real tensor {real_tensor!r} and generated features have different widths {sorted(dims)}; "
+            f"embedding_frame: real tensor {real_tensor!r} and generated features have different widths "
+            f"{sorted(dims)}; "
             "pass real_tensor='features' (the space generated features are stored in)"
         )
     xy = embed_2d(np.concatenate(blocks), method=method, seed=seed, pca_dims=pca_dims, **embed_options)
@@ -170,13 +174,15 @@ def identity_rows(fs, n_ids: int = 8, seed: int = 0, views: Sequence[int] = (0, 
         by_pid.setdefault(int(r.pid), set()).add(int(r.view))
     eligible = sorted(p for p, v in by_pid.items() if set(views) <= v)
     if not eligible:
-        raise ValueError(f"identity_rows: no identity of FeatureSet {fs.split!r} is seen in every view of {list(views)}")
+        raise ValueError(f"identity_rows: no identity of FeatureSet {fs.split!r} is seen in every view of "
+                         f"{list(views)}")
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(eligible, size=min(n_ids, len(eligible)), replace=False).tolist())
     return np.array([i for i, r in enumerate(fs.records) if int(r.pid) in chosen], dtype=np.int64)
 
 
-def descriptor_frame(fs, mode: str, rows: Sequence[int], method: str = "umap", seed: int = 0, **embed_options: Any) -> pd.DataFrame:
+def descriptor_frame(fs, mode: str, rows: Sequence[int], method: str = "umap", seed: int = 0,
+                     **embed_options: Any) -> pd.DataFrame:
     """``embedding_frame``'s columns for one retrieval descriptor (e.g. ``real+gen``, whose width differs
     from the real feature's, so it gets its own 2-D map); ``kind`` is the mode."""
     import torch
@@ -192,7 +198,8 @@ def descriptor_frame(fs, mode: str, rows: Sequence[int], method: str = "umap", s
     return df
 
 
-def cmc_table(fs_by_label: Mapping[str, Any], split: DatasetSplit, modes: Mapping[str, str], max_rank: int = 20) -> pd.DataFrame:
+def cmc_table(fs_by_label: Mapping[str, Any], split: DatasetSplit, modes: Mapping[str, str],
+              max_rank: int = 20) -> pd.DataFrame:
     """CMC curves (rank 1..``max_rank``) of several FeatureSets on one protocol: ``label, mode, rank, cmc``."""
     from agreid_kit.features import evaluate_featureset
 
@@ -267,7 +274,8 @@ class RankList:
 
 def _check_query_index(split: DatasetSplit, q: int) -> None:
     if not 0 <= int(q) < len(split.query):
-        raise IndexError(f"query index {q} is out of range: split {split.dataset!r} [{split.protocol}] has {len(split.query)} queries")
+        raise IndexError(f"query index {q} is out of range: split {split.dataset!r} [{split.protocol}] has "
+                         f"{len(split.query)} queries")
 
 
 def _split_descriptors(fs, split: DatasetSplit, mode: str, query_rows: Sequence[int] | None = None):
@@ -310,7 +318,8 @@ def rank_list(
     dist = compute_distance(qf, gf, metric=metric)[qi - start].cpu().numpy()
     inputs = ranking_inputs(split)
     q = qrecs[qi - start]
-    rk = rank_row(dist, q.pid, q.camid, inputs["g_pids"], inputs["g_camids"], query_rules(inputs.get("gallery_rules"), qi))
+    rk = rank_row(dist, q.pid, q.camid, inputs["g_pids"], inputs["g_camids"],
+                  query_rules(inputs.get("gallery_rules"), qi))
     items = top_items(rk.order, dist[rk.order], rk.junk, rk.match, split.gallery, k)
     return RankList(
         query_index=qi, query=q, items=items, ap=rk.ap, inp=rk.inp, first_match_rank=rk.first_match_rank,
@@ -435,10 +444,12 @@ def metrics_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.
     rows = []
     for protocol, modes in results.items():
         if not isinstance(modes, Mapping):
-            raise ValueError(f"metrics_table: results[{protocol!r}] must map feature mode -> metrics dict, got {type(modes).__name__}")
+            raise ValueError(f"metrics_table: results[{protocol!r}] must map feature mode -> metrics dict, got "
+                             f"{type(modes).__name__}")
         for mode, metrics in modes.items():
             if not isinstance(metrics, Mapping):
-                raise ValueError(f"metrics_table: results[{protocol!r}][{mode!r}] must be a metrics dict, got {type(metrics).__name__}")
+                raise ValueError(f"metrics_table: results[{protocol!r}][{mode!r}] must be a metrics dict, got "
+                                 f"{type(metrics).__name__}")
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, np.integer, np.floating))}
             rows.append({"protocol": protocol, "mode": mode, **scalars})
     if not rows:
@@ -466,9 +477,11 @@ def read_training_log(run_dir: str | os.PathLike) -> pd.DataFrame:
     Nested objects are flattened with ``/`` (``{"val": {"mAP": .5}}`` -> ``val/mAP``). A resumed run
     may log an epoch twice: the last entry wins.
     """
+    from agreid_kit.run import Run
+
     path = Path(run_dir)
     if path.is_dir():
-        path = path / "log.jsonl"
+        path = Run(path).log_path
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path} (a run folder holds log.jsonl, written by `agreid train`)")
     rows = []
@@ -511,13 +524,15 @@ def view_similarity_data(obj: Any) -> dict[str, Any]:
     ivc = pd.DataFrame(ivc)
     for col in ("view", "target_view", "cosine"):
         if col not in ivc.columns:
-            raise ValueError(f"view similarity data: instance_vs_centre needs a {col!r} column, has {list(ivc.columns)}")
+            raise ValueError(f"view similarity data: instance_vs_centre needs a {col!r} column, has "
+                             f"{list(ivc.columns)}")
     mat = _as_numpy(mat)
     if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
         raise ValueError(f"view similarity data: instance_matrix must be square (N, N), got {mat.shape}")
     views = [_view_name(v) for v in list(views)]
     if len(views) != mat.shape[0]:
-        raise ValueError(f"view similarity data: views has {len(views)} entries for an instance_matrix of {mat.shape[0]} rows")
+        raise ValueError(f"view similarity data: views has {len(views)} entries for an instance_matrix of "
+                         f"{mat.shape[0]} rows")
     ivc = ivc.assign(view=[_view_name(v) for v in ivc["view"]], target_view=[_view_name(v) for v in ivc["target_view"]])
     return {"instance_vs_centre": ivc, "instance_matrix": mat, "views": views}
 

@@ -147,7 +147,8 @@ def plrm_with_mask(
     return out, mask
 
 
-def plrm(images: torch.Tensor, config: PLRMConfig | None = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def plrm(images: torch.Tensor, config: PLRMConfig | None = None,
+         generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """PLRM-augmented copy of ``images`` (see :func:`plrm_with_mask`)."""
     return plrm_with_mask(images, config or PLRMConfig(), generator)[0]
 

@@ -133,7 +133,8 @@ def camera_pair_figure(df: pd.DataFrame, value: str = "mAP", title: str | None =
     ))
     key = df.attrs.get("key", "camid")
     fig.update_layout(
-        title=title or f"{value} per camera pair ({df.attrs.get('protocol', '')}, {df.attrs.get('mode', '')}; camera = {key})",
+        title=title or f"{value} per camera pair ({df.attrs.get('protocol', '')}, {df.attrs.get('mode', '')}; camera = "
+                       f"{key})",
         xaxis_title="gallery camera", yaxis_title="query camera", yaxis_autorange="reversed",
         template="plotly_white",
     )

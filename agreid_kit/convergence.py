@@ -11,7 +11,6 @@ An interrupted study resumes (each run resumes from its checkpoint; finished run
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,7 +36,8 @@ def _test_scorer(data: str, protocols: Sequence[str], image_cache: str, batch_si
         if state["cache"] is None:
             state["cache"] = open_image_cache(records, model.input_size, image_cache, 0, verbose=False)
         device = next(model.parameters()).device
-        out = embed_records(model, records, batch_size, 0, device, keys=("features",), desc="test", cache=state["cache"],
+        out = embed_records(model, records, batch_size, 0, device, keys=("features",), desc="test",
+                            cache=state["cache"],
                             progress=False)
         fs = FeatureSet(out["features"], records, "test", "convergence")
         row: dict[str, float] = {"cpu_seconds": time.process_time() - state["cpu0"]}
@@ -66,8 +66,9 @@ def convergence_study(
     ``eval_every`` epochs; returns the curve DataFrame (also written to ``OUT/convergence.csv``)."""
     import pandas as pd
 
-    from agreid_kit.engine.config import RUNTIME_ONLY, TrainConfig, make_config
+    from agreid_kit.engine.config import make_config
     from agreid_kit.engine.train import train
+    from agreid_kit.run import Run
     from agreid_kit.utils.io import atomic_write_json, atomic_write_text
 
     if epochs < 1 or eval_every < 1:
@@ -80,21 +81,15 @@ def convergence_study(
         cfg = make_config(method, str(run_dir), preset="cpu", data=data, protocol="ALL", epochs=epochs, seed=seed,
                           threads=threads, val_every=eval_every, model=dict(model or {}), extract_after=False)
         scorer = _test_scorer(data, list(protocols), cfg.image_cache)
-        every = lambda epoch, core: scorer(epoch, core) if epoch % eval_every == 0 or epoch == epochs else {}  # noqa: E731
-        log = run_dir / "log.jsonl"
-        finished = log.is_file() and any(json.loads(line).get("epoch") == epochs for line in log.read_text().splitlines() if line)
-        if not finished:
-            ckpt = run_dir / "checkpoints" / "last.pt"
-            resume = False
-            if ckpt.is_file():
-                saved = TrainConfig.load(run_dir / "config.json").to_dict()
-                wanted = json.loads(json.dumps(cfg.to_dict()))
-                diff = sorted(k for k in set(saved) | set(wanted) if k not in RUNTIME_ONLY and saved.get(k) != wanted.get(k))
-                if diff:
-                    raise ValueError(f"{run_dir} holds a run with other settings ({diff}); choose another --out")
-                resume = True
-            train(cfg, resume=resume, on_epoch_end=every)
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+        def every(epoch: int, core, scorer=scorer) -> dict:
+            return scorer(epoch, core) if epoch % eval_every == 0 or epoch == epochs else {}
+
+        run = Run(run_dir)
+        if not run.is_finished(cfg):
+            # an interrupted study continues; a run of other settings is refused (naming them) by the resume check
+            train(cfg, resume=run.has_checkpoint, on_epoch_end=every)
+        rows = run.read_log()
         elapsed = 0.0
         for r in rows:
             elapsed += float(r.get("train_seconds", 0.0))
@@ -128,6 +123,7 @@ def convergence_figure(df, main_job: dict[str, Any] | None = None, protocol: str
     for method, (xv, yv) in (main_job or {}).items():
         fig.add_trace(go.Scatter(x=[xv], y=[yv], mode="markers", marker=dict(symbol="star", size=16),
                                  name=f"main job: {method}"))
-    fig.update_layout(template="plotly_white", height=420, title=f"Test mAP on {protocol} against {x.replace('_', ' ')}",
+    fig.update_layout(template="plotly_white", height=420,
+                      title=f"Test mAP on {protocol} against {x.replace('_', ' ')}",
                       xaxis_title=x.replace("_", " "), yaxis_title="test mAP (%)")
     return fig

@@ -86,7 +86,8 @@ def compute_distance(qf: torch.Tensor, gf: torch.Tensor, metric: str = "cosine")
     """(Q, G) distance matrix. ``cosine`` = 1 - <q/|q|, g/|g|>; ``euclidean`` = |q - g|."""
     qf, gf = torch.as_tensor(qf), torch.as_tensor(gf)
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"compute_distance: expected (Q, D) and (G, D) features, got {tuple(qf.shape)} and {tuple(gf.shape)}")
+        raise ValueError(f"compute_distance: expected (Q, D) and (G, D) features, got {tuple(qf.shape)} and "
+                         f"{tuple(gf.shape)}")
     if not qf.is_floating_point() or qf.dtype in (torch.float16, torch.bfloat16):
         qf = qf.float()
     gf = gf.to(device=qf.device, dtype=qf.dtype)
@@ -113,7 +114,8 @@ def _check_rules(rules, nq: int, ng: int, device, who: str) -> list[tuple[str, t
     out = []
     for i, rule in enumerate(rules or ()):
         if len(rule) != 3 or rule[0] not in RULE_MODES:
-            raise ValueError(f"gallery_rules[{i}] must be (mode, q_keys, g_keys) with mode in {RULE_MODES}, got {rule!r:.80}")
+            raise ValueError(f"gallery_rules[{i}] must be (mode, q_keys, g_keys) with mode in {RULE_MODES}, got "
+                             f"{rule!r:.80}")
         out.append((rule[0], _as_long(rule[1], f"gallery_rules[{i}] q_keys", nq, device, who),
                     _as_long(rule[2], f"gallery_rules[{i}] g_keys", ng, device, who)))
     return out
@@ -263,7 +265,8 @@ def query_rules(gallery_rules, query_index: int) -> list[tuple[str, int, np.ndar
     out = []
     for i, rule in enumerate(gallery_rules or ()):
         if len(rule) != 3 or rule[0] not in RULE_MODES:
-            raise ValueError(f"gallery_rules[{i}] must be (mode, q_keys, g_keys) with mode in {RULE_MODES}, got {rule!r:.80}")
+            raise ValueError(f"gallery_rules[{i}] must be (mode, q_keys, g_keys) with mode in {RULE_MODES}, got "
+                             f"{rule!r:.80}")
         mode, qk, gk = rule
         out.append((mode, int(_np(qk).reshape(-1)[query_index]), _np(gk).reshape(-1)))
     return out
@@ -475,13 +478,15 @@ def ranking_inputs(split) -> dict[str, Any]:
                 raise ValueError(f"gallery rule on {field!r}: record {r.path} has no {field}")
             return codes.setdefault(v, len(codes))
 
-        rules.append((mode, torch.tensor([code(r) for r in split.query]), torch.tensor([code(r) for r in split.gallery])))
+        rules.append((mode, torch.tensor([code(r) for r in split.query]),
+                      torch.tensor([code(r) for r in split.gallery])))
     if rules:
         out["gallery_rules"] = rules
     return out
 
 
-def evaluate_split(split, query_features, gallery_features, metric: str = "cosine", max_rank: int = 50, **kwargs) -> EvalResult:
+def evaluate_split(split, query_features, gallery_features, metric: str = "cosine", max_rank: int = 50,
+                   **kwargs) -> EvalResult:
     """Evaluate features given in ``split.query`` / ``split.gallery`` order under the split's protocol."""
     qf, gf = torch.as_tensor(query_features), torch.as_tensor(gallery_features)
     if qf.shape[0] != len(split.query) or gf.shape[0] != len(split.gallery):

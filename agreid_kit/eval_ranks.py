@@ -24,7 +24,8 @@ import math
 import torch
 
 N_BINS = 4096
-"""Most bins per row of the weak-ranking path: items sharing a bin with a positive (~P x G / bins) are placed exactly."""
+"""Most bins per row of the weak-ranking path: items sharing a bin with a positive (~P x G / bins) are placed
+exactly."""
 DENSE_FRACTION = 1 / 16
 """Above this fraction of candidate cells a chunk takes the binned path: placing a candidate costs ~200 ns, a
 binned cell ~20 ns, and the sparse path has ~5 ns per cell of fixed passes (one CPU core)."""
@@ -223,10 +224,10 @@ def _place(seq, pidx_rows, val, g, p_max):
     tie_r, tie_c = (hi > lo).nonzero(as_tuple=True)
     if tie_r.numel():
         j = torch.arange(p_max + 1, device=seq.device)[None, :]
-        l, h = lo[tie_r, tie_c], hi[tie_r, tie_c]
+        start, stop = lo[tie_r, tie_c], hi[tie_r, tie_c]
         gi = g[tie_r, tie_c] if g.dim() == 2 else g[tie_c]
-        before = (j >= l[:, None]) & (j < h[:, None]) & (pidx_rows[tie_r] < gi[:, None])
-        lo[tie_r, tie_c] = l + before.sum(1)
+        before = (j >= start[:, None]) & (j < stop[:, None]) & (pidx_rows[tie_r] < gi[:, None])
+        lo[tie_r, tie_c] = start + before.sum(1)
     return lo
 
 

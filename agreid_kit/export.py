@@ -35,7 +35,8 @@ def _record_rows(records) -> list[list[Any]]:
     return [[r.path, r.pid, r.camid, r.view, "" if r.raw_camid is None else r.raw_camid] for r in records]
 
 
-def export_features(fs, out_dir: str | os.PathLike, fmt: str, mode: str = "real", name: str | None = None) -> list[Path]:
+def export_features(fs, out_dir: str | os.PathLike, fmt: str, mode: str = "real",
+                    name: str | None = None) -> list[Path]:
     """Write FeatureSet ``fs``'s ``mode`` descriptors (see ``FeatureSet.descriptor``) to ``out_dir`` as ``fmt``.
 
     ``name`` defaults to the FeatureSet's split name (``test``, ``train``, ``folder``). Every file is

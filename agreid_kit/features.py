@@ -47,13 +47,15 @@ def checkpoint_digest(checkpoint: str | os.PathLike) -> str:
     return sha256_file_cached(checkpoint)
 
 
-def verify_origin(stem: str | os.PathLike, checkpoint: str | os.PathLike, digest: str | None, what: str, owner: str) -> None:
+def verify_origin(stem: str | os.PathLike, checkpoint: str | os.PathLike, digest: str | None, what: str,
+                  owner: str) -> None:
     """Refuse features whose recorded checkpoint digest is not ``checkpoint``'s: they belong to another run.
 
     ``what`` names the features (e.g. "test features"), ``owner`` the command that rebuilds them."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FeatureSetError(f"{Path(stem)}.json: the checkpoint {checkpoint} that should have made these {what} is missing")
+        raise FeatureSetError(f"{Path(stem)}.json: the checkpoint {checkpoint} that should have made these {what} is "
+                              "missing")
     if digest is None:
         raise FeatureSetError(
             f"{Path(stem)}.json records no checkpoint digest (made by an older kit): its {what} cannot be tied to "
@@ -92,7 +94,8 @@ class FeatureSet:
         n = len(self.records)
         if self.features.ndim != 2 or self.features.shape[0] != n:
             raise FeatureSetError(
-                f"FeatureSet {self.split!r}: features must be (N, D) with N = {n} records, got {tuple(self.features.shape)}"
+                f"FeatureSet {self.split!r}: features must be (N, D) with N = {n} records, got "
+                f"{tuple(self.features.shape)}"
             )
         for name, t in self.extras.items():
             if t.shape[0] != n:
@@ -206,7 +209,8 @@ class FeatureSet:
     def with_extras(self, **tensors: torch.Tensor) -> "FeatureSet":
         extras = dict(self.extras)
         extras.update(tensors)
-        return FeatureSet(self.features, self.records, self.split, self.fingerprint, extras, dict(self.globals), dict(self.meta))
+        return FeatureSet(self.features, self.records, self.split, self.fingerprint, extras, dict(self.globals),
+                          dict(self.meta))
 
     # ---- disk ---------------------------------------------------------------------------
     def save(self, stem: str | os.PathLike) -> Path:
@@ -256,7 +260,8 @@ class FeatureSet:
             raise FeatureSetError(f"FeatureSet metadata {js_path} is not valid JSON: {e}") from e
         if head.get("format_version") != FORMAT_VERSION:
             raise FeatureSetError(
-                f"FeatureSet {js_path} has format version {head.get('format_version')!r}; this kit reads {FORMAT_VERSION}"
+                f"FeatureSet {js_path} has format version {head.get('format_version')!r}; this kit reads "
+                f"{FORMAT_VERSION}"
             )
         digest = sha256_file(st_path)
         if digest != head.get("tensor_sha256"):
@@ -304,5 +309,6 @@ def evaluate_featureset(
     qf = qsrc.descriptor(mode, qrows)
     gf = fs.descriptor(mode, grows)
     dist = compute_distance(qf, gf, metric=metric)
-    # ranking_inputs: pids/camids plus the per-query gallery rules some protocols need (A<->G-strict, CP2108 time modes).
+    # ranking_inputs: pids/camids plus the per-query gallery rules some protocols need (A<->G-strict, CP2108 time
+    # modes).
     return evaluate_ranking(dist, **ranking_inputs(split), max_rank=max_rank)

@@ -98,7 +98,8 @@ class ParameterGuard:
 
     def validate(self, namespace: Mapping[str, Any]) -> dict[str, Any]:
         if self.defaults is None:
-            raise RuntimeError("ParameterGuard.validate called before freeze(): call guard.freeze(globals()) at the end of the parameters cell")
+            raise RuntimeError("ParameterGuard.validate called before freeze(): call guard.freeze(globals()) at the "
+                               "end of the parameters cell")
         known = set(self.defaults) | self._before | {"guard"}
         unknown = sorted(n for n in namespace if n not in known and not n.startswith("_"))
         if unknown:
@@ -107,7 +108,8 @@ class ParameterGuard:
                 close = difflib.get_close_matches(n, list(self.defaults), n=1)
                 hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise NotebookParameterError(
-                f"unknown notebook parameter(s): {', '.join(hints)}; valid parameters: {', '.join(sorted(self.defaults))}"
+                f"unknown notebook parameter(s): {', '.join(hints)}; valid parameters: "
+                f"{', '.join(sorted(self.defaults))}"
             )
         params = {n: namespace[n] for n in self.defaults}
         for n, default in self.defaults.items():
@@ -115,7 +117,8 @@ class ParameterGuard:
             if default is None:
                 continue
             if value is None:
-                raise NotebookParameterError(f"notebook parameter {n!r} must be {type(default).__name__} like its default "
+                raise NotebookParameterError(f"notebook parameter {n!r} must be {type(default).__name__} like its "
+                                             "default "
                                              f"{default!r}, got None")
             if isinstance(default, bool) != isinstance(value, bool):
                 ok = False
@@ -125,11 +128,13 @@ class ParameterGuard:
                 ok = isinstance(value, type(default))
             if not ok:
                 raise NotebookParameterError(
-                    f"notebook parameter {n!r} must be {type(default).__name__} like its default {default!r}, got {value!r}"
+                    f"notebook parameter {n!r} must be {type(default).__name__} like its default {default!r}, got "
+                    f"{value!r}"
                 )
         for n, allowed in self.choices.items():
             if params[n] not in allowed:
-                raise NotebookParameterError(f"notebook parameter {n!r} must be one of {list(allowed)}, got {params[n]!r}")
+                raise NotebookParameterError(f"notebook parameter {n!r} must be one of {list(allowed)}, got "
+                                             f"{params[n]!r}")
         root = project_root()
         for n in self.outputs:
             params[n] = str(_resolve_output(n, params[n], root))
@@ -143,7 +148,8 @@ class ParameterGuard:
         for n, hint in self.data_specs.items():
             name, sep, rest = str(params[n]).partition(":")
             if not sep:
-                raise NotebookParameterError(f"notebook parameter {n!r} must be a data spec NAME:ROOT, got {params[n]!r}")
+                raise NotebookParameterError(f"notebook parameter {n!r} must be a data spec NAME:ROOT, got "
+                                             f"{params[n]!r}")
             path = _resolve(rest, root)
             if not path.exists():
                 raise NotebookParameterError(f"notebook parameter {n!r}: dataset folder {path} does not exist; {hint}")

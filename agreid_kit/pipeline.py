@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agreid_kit.notebook import strip_remote_scripts  # noqa: F401 - part of this module's API
+from agreid_kit.presets import apply_preset, preset_values
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json, file_signature
 
 STEPS = ("data", "vit", "sdreid", "stage2", "evaluate", "tradeoff", "report")
@@ -101,11 +103,7 @@ class MainJobConfig:
     notebook_timeout: int | None = 1800
 
     def __post_init__(self) -> None:
-        if self.preset not in JOB_PRESETS:
-            raise ValueError(f"MainJobConfig.preset must be one of {sorted(JOB_PRESETS)}, got {self.preset!r}")
-        for k, v in JOB_PRESETS[self.preset].items():
-            if getattr(self, k) is None:
-                setattr(self, k, list(v) if isinstance(v, list) else v)
+        apply_preset(self, preset_values(JOB_PRESETS, self.preset, "MainJobConfig"), none_is_unset=True)
         bad = [s for s in self.redo if s not in STEPS]
         if bad:
             raise ValueError(f"MainJobConfig.redo: unknown step(s) {bad}; steps are {list(STEPS)}")
@@ -161,26 +159,9 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _same(saved: dict[str, Any] | None, wanted: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a saved config equals the wanted one (JSON round trip: tuples are lists there)."""
-    if saved is None:
-        return False
-    wanted = json.loads(json.dumps(wanted))
-    keys = (set(saved) | set(wanted)) - set(ignore)
-    return all(saved.get(k) == wanted.get(k) for k in keys)
-
-
-def _last_epoch(run_dir: Path) -> int:
-    path = run_dir / "log.jsonl"
-    if not path.is_file():
-        return 0
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return max((int(r.get("epoch", 0)) for r in lines), default=0)
-
-
 def _features_signature(run_dir: Path) -> str | None:
     # the FeatureSet header holds the fingerprint of the checkpoint and records, and the generation settings
-    return file_signature(run_dir / "features" / "test.json")
+    return file_signature(Run(run_dir).features_path("test").with_suffix(".json"))
 
 
 def _remove_run(run_dir: Path, why: str) -> None:
@@ -253,19 +234,16 @@ def stage1_config(cfg: MainJobConfig, method: str, seed: int | None = None):
 
 
 def _stage1_seed(cfg: MainJobConfig, method: str, seed: int, forced: bool) -> bool:
-    from agreid_kit.engine.config import RUNTIME_ONLY
     from agreid_kit.engine.train import train
 
     tcfg = stage1_config(cfg, method, seed)
-    run_dir = cfg.run_dir(method, seed)
-    saved = _read_json(run_dir / "config.json")
-    same = _same(saved, tcfg.to_dict(), ignore=RUNTIME_ONLY)
-    finished = same and _last_epoch(run_dir) >= tcfg.epochs and (run_dir / "features" / "test.json").is_file()
-    if finished and not forced:
+    run = Run(cfg.run_dir(method, seed))
+    if not forced and run.is_finished(tcfg):
         return False
-    resume = same and not forced and (run_dir / "checkpoints" / "last.pt").is_file()
+    # an interrupted run of the same settings continues; anything else starts again
+    resume = not forced and run.has_checkpoint and not run.settings_diff(tcfg)
     if not resume:
-        _remove_run(run_dir, "forced" if forced else "settings changed or incomplete")
+        _remove_run(run.dir, "forced" if forced else "settings changed or incomplete")
     train(tcfg, resume=resume)
     return True
 
@@ -287,46 +265,24 @@ def stage2_config(cfg: MainJobConfig, seed: int | None = None):
 
 
 def _stage2_seed(cfg: MainJobConfig, seed: int, forced: bool) -> bool:
-    from agreid_kit.diffusion.train import train_stage2
-    from agreid_kit.features import FeatureSet
+    from agreid_kit.diffusion.train import stage2_run_config, train_stage2
 
     s2 = stage2_config(cfg, seed)
-    run_dir = cfg.run_dir("stage2", seed)
-    saved = _read_json(run_dir / "config.json")
-    same = (saved is not None and _same(saved.get("stage2"), s2.to_dict(), ignore=("resume", "threads"))
-            and _same_stage2_model(saved.get("model"), s2.model, s2.preset)
-            and saved.get("stage1_features") == _features_signature(cfg.run_dir("sdreid", seed)))
-    finished = False
-    if same and _last_epoch(run_dir) >= s2.epochs and (run_dir / "features" / "test.json").is_file():
-        finished = bool(FeatureSet.load(run_dir / "features" / "test").generated_views())
-    if finished and not forced:
+    run = Run(cfg.run_dir("stage2", seed))
+    # what a run of these settings holds: the stage-1 facts and signature, the resolved network (a kit with
+    # other model defaults retrains the run rather than loading a checkpoint of another architecture)
+    wanted = stage2_run_config(s2)
+    if not forced and run.is_finished(wanted):
         return False
-    if forced or not same:
-        _remove_run(run_dir, "forced" if forced else "settings changed")
-    train_stage2(s2, progress=cfg.progress)  # resumes an interrupted run of the same settings
+    if forced or (run.exists and run.settings_diff(wanted)):
+        _remove_run(run.dir, "forced" if forced else "settings changed")
+    train_stage2(s2, progress=cfg.progress)  # resumes an interrupted run of the same settings, regenerates
     return True
 
 
 def _step_stage2(cfg: MainJobConfig, forced: bool) -> bool:
     ran = [_stage2_seed(cfg, seed, forced) for seed in cfg.seeds]
     return any(ran)
-
-
-def _same_stage2_model(saved_model: dict[str, Any] | None, overrides: dict[str, Any], preset: str = "cpu") -> bool:
-    """Whether a saved stage-2 model config is what the current defaults + overrides give.
-
-    The job's stage-2 settings leave the model to its (preset's) defaults, so a change of those defaults
-    (a new kit version) must retrain the run rather than load a checkpoint of another architecture."""
-    from agreid_kit.diffusion.config import STAGE2_MODEL_PRESETS, Stage2ModelConfig
-
-    if not saved_model:
-        return False
-    fixed = {k: saved_model[k] for k in ("dim", "num_id_layers", "num_views") if k in saved_model}
-    try:
-        wanted = Stage2ModelConfig(**{**STAGE2_MODEL_PRESETS[preset], **overrides, **fixed}).to_dict()
-    except (TypeError, ValueError):
-        return False
-    return _same(saved_model, wanted)
 
 
 def _run_modes(step: str) -> tuple[str, ...]:
@@ -370,19 +326,20 @@ def subset_stage2_run(run_dir: Path, out_dir: Path, pids: set[int]) -> Path:
 
     from agreid_kit.features import FeatureSet
 
-    fs = FeatureSet.load(run_dir / "features" / "test")
+    fs = FeatureSet.load(Run(run_dir).features_path("test"))
     rows = [i for i, r in enumerate(fs.records) if r.pid in pids]
     if not rows:
         raise ValueError(f"{run_dir}: none of the {len(pids)} chosen identities has test features")
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    (out_dir / "checkpoints").mkdir(parents=True)
-    shutil.copy2(run_dir / "config.json", out_dir / "config.json")
+    src, dst = Run(run_dir), Run(out_dir)
+    dst.checkpoints_dir.mkdir(parents=True)
+    dst.write_config(src.config)
     try:
-        os.link(run_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "last.pt")
+        os.link(src.last_checkpoint_path, dst.last_checkpoint_path)
     except OSError:  # another file system: copy
-        shutil.copy2(run_dir / "checkpoints" / "last.pt", out_dir / "checkpoints" / "last.pt")
-    fs.subset(rows).save(out_dir / "features" / "test")
+        shutil.copy2(src.last_checkpoint_path, dst.last_checkpoint_path)
+    fs.subset(rows).save(dst.features_path("test"))
     return out_dir
 
 
@@ -407,7 +364,7 @@ def _step_tradeoff(cfg: MainJobConfig, forced: bool) -> bool:
     wanted = {"runs": [str(cfg.run_dir("stage2", seed)) for seed in cfg.seeds], "seeds": list(cfg.seeds),
               "taus": list(cfg.taus), "protocols": list(cfg.tradeoff_protocols), "modes": ["real+gen", "gen:all"],
               "guidance": cfg.guidance, "data_seed": cfg.data_seed, "max_ids": cfg.tradeoff_max_ids,
-              "inputs": {str(seed): file_signature(cfg.run_dir("stage2", seed) / "checkpoints" / "last.pt")
+              "inputs": {str(seed): file_signature(Run(cfg.run_dir("stage2", seed)).last_checkpoint_path)
                          for seed in cfg.seeds}}
     saved = _read_json(settings_path)
     if not forced and csv.is_file() and saved is not None and saved.get("settings") == wanted:
@@ -416,7 +373,8 @@ def _step_tradeoff(cfg: MainJobConfig, forced: bool) -> bool:
     test_pids = sorted({r.pid for s in splits.values() for r in s.query + s.gallery})
     subset = bool(cfg.tradeoff_max_ids and cfg.tradeoff_max_ids < len(test_pids))
     if subset:
-        chosen = set(np.random.default_rng(cfg.data_seed).choice(test_pids, cfg.tradeoff_max_ids, replace=False).tolist())
+        rng = np.random.default_rng(cfg.data_seed)
+        chosen = set(rng.choice(test_pids, cfg.tradeoff_max_ids, replace=False).tolist())
         splits = {p: restrict_split(s, chosen) for p, s in splits.items()}
     else:
         chosen = set(test_pids)
@@ -492,7 +450,8 @@ def versions() -> dict[str, str]:
     import subprocess
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("agreid-kit", "torch", "timm", "diffusers", "numpy", "scikit-learn", "umap-learn", "plotly", "papermill"):
+    for pkg in ("agreid-kit", "torch", "timm", "diffusers", "numpy", "scikit-learn", "umap-learn",
+                "plotly", "papermill"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -500,7 +459,8 @@ def versions() -> dict[str, str]:
     out["cpu_count"] = str(os.cpu_count())
     try:
         root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True,
                                 timeout=10)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)

@@ -44,7 +44,8 @@ def kit_init_card(name: str) -> dict[str, Any]:
     weights, card = kit_init_files(name)
     if not weights.is_file() or not card.is_file():
         raise FileNotFoundError(
-            f"kit init {name!r} is not installed ({weights} / {card.name} missing); available: {available_kit_inits()}. "
+            f"kit init {name!r} is not installed ({weights} / {card.name} missing); available: "
+            f"{available_kit_inits()}. "
             f"Make it with `agreid pretrain --name {name}`, or train from scratch with --pretrained none"
         )
     return json.loads(card.read_text())
@@ -70,7 +71,8 @@ def load_kit_backbone(backbone, name: str, architecture: dict[str, Any], verbose
 
     card = kit_init_card(name)
     want = card.get("architecture", {})
-    diff = {k: (want.get(k), architecture.get(k)) for k in set(want) | set(architecture) if want.get(k) != architecture.get(k)}
+    diff = {k: (want.get(k),
+                architecture.get(k)) for k in set(want) | set(architecture) if want.get(k) != architecture.get(k)}
     if diff:
         raise ValueError(
             f"kit init {name!r} was trained as {want}; this model asks for {architecture} "
@@ -86,5 +88,6 @@ def load_kit_backbone(backbone, name: str, architecture: dict[str, Any], verbose
     backbone.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     if verbose:
         data = card.get("data", {})
-        print(f"initialised from kit init {name!r} ({weights.name}: pretrained on {data.get('name', 'SynthAG-pretrain')}, "
+        print(f"initialised from kit init {name!r} ({weights.name}: pretrained on "
+              f"{data.get('name', 'SynthAG-pretrain')}, "
               f"{data.get('n_ids', '?')} ids disjoint from SynthAG-small)")

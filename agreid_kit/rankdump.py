@@ -112,7 +112,8 @@ def dump_ranks(
     gal = split.gallery
     aps, written = [], []
     chunk = max(1, (1 << 22) // max(1, ng))
-    for s in progress_bar(range(0, nq, chunk), desc="rank lists", enabled=progress if progress is not None else nq > 5000):
+    for s in progress_bar(range(0, nq, chunk), desc="rank lists",
+                          enabled=progress if progress is not None else nq > 5000):
         d = dist_all[s:s + chunk].double().cpu().numpy()
         for qi in range(s, min(s + chunk, nq)):
             q = split.query[qi]

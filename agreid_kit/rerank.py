@@ -36,7 +36,6 @@ the feature mode ``<mode>+rerank`` (``real+rerank``) with the parameters beside 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,7 +66,8 @@ class RerankParams:
             raise ValueError(f"re-ranking: lambda must be in [0, 1], got {self.lambda_value!r}")
         if n_items is not None and self.k1 + 1 > n_items:
             raise ValueError(
-                f"re-ranking: k1 = {self.k1} needs k1 + 1 = {self.k1 + 1} items, but query + gallery hold {n_items}; lower k1"
+                f"re-ranking: k1 = {self.k1} needs k1 + 1 = {self.k1 + 1} items, but query + gallery hold {n_items}; "
+                "lower k1"
             )
         return self
 
@@ -91,7 +91,8 @@ class _FeatureSource:
 
         qf, gf = torch.as_tensor(qf), torch.as_tensor(gf)
         if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
-            raise ValueError(f"re-ranking: expected (Q, D) and (G, D) features, got {tuple(qf.shape)} and {tuple(gf.shape)}")
+            raise ValueError(f"re-ranking: expected (Q, D) and (G, D) features, got {tuple(qf.shape)} and "
+                             f"{tuple(gf.shape)}")
         x = torch.cat([qf.float(), gf.to(qf.device).float()])
         if not torch.isfinite(x).all():
             raise ValueError("re-ranking: the features contain NaN or inf")
@@ -136,7 +137,8 @@ class _DenseSource:
             raise ValueError("re-ranking: the distance matrices contain NaN or inf")
         # Rounding leaves cosine distances of near-duplicates at about -1e-7: clip those, refuse real negatives.
         if (full < -1e-4).any():
-            raise ValueError("re-ranking: distances must be >= 0 (got negative entries; pass distances, not similarities)")
+            raise ValueError("re-ranking: distances must be >= 0 (got negative entries; pass distances, not "
+                             "similarities)")
         self.full, self.n = full.clamp_(min=0), full.shape[0]
 
     def rows(self, s: int, e: int) -> torch.Tensor:
@@ -190,7 +192,8 @@ def _rerank(source, nq: int, params: RerankParams, progress: bool | None) -> tor
     out = torch.empty((nq, ng), dtype=torch.float32)
     chunk = max(1, _CELLS // n)
     starts = range(0, n, chunk)
-    for s in progress_bar(starts, desc="re-rank neighbours", enabled=len(starts) >= 50 if progress is None else progress):
+    for s in progress_bar(starts, desc="re-rank neighbours",
+                          enabled=len(starts) >= 50 if progress is None else progress):
         e = min(s + chunk, n)
         d = source.rows(s, e)  # a fresh (e - s, N) tensor, ours to modify
         m = d.max(1).values.clamp(min=1e-12)
@@ -239,7 +242,8 @@ def _rerank(source, nq: int, params: RerankParams, progress: bool | None) -> tor
     cost = np.bincount(q_row, weights=col_cnt[vq.indices], minlength=nq)
     lam = float(params.lambda_value)
     blocks = _chunk_rows(cost, _PAIRS, max(1, _PAIRS // ng))
-    for s, e in progress_bar(blocks, desc="re-rank jaccard", enabled=len(blocks) >= 50 if progress is None else progress):
+    for s, e in progress_bar(blocks, desc="re-rank jaccard",
+                             enabled=len(blocks) >= 50 if progress is None else progress):
         a, b = vq.indptr[s], vq.indptr[e]
         rr, jj, vv = q_row[a:b] - s, vq.indices[a:b], vq.data[a:b]
         cnt = col_cnt[jj]
@@ -319,9 +323,8 @@ def evaluate_run_reranked(
     parameters); with ``keep_distances`` also ``{(protocol, mode): (Q, G) re-ranked distances}``.
     """
     from agreid_kit.engine.evaluate import metrics_dict
-    from agreid_kit.engine.run import load_run
     from agreid_kit.features import FeatureSet
-    from agreid_kit.utils.io import atomic_write_json
+    from agreid_kit.run import load_run
 
     params = (params or RerankParams()).check()
     run = load_run(run_dir)
@@ -337,11 +340,7 @@ def evaluate_run_reranked(
             results.setdefault(protocol, {})[rerank_mode(mode)] = m
             if keep_distances:
                 kept[(protocol, mode)] = dist
-    path = Path(run_dir) / "metrics.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    for protocol, by_mode in results.items():
-        merged.setdefault(protocol, {}).update(by_mode)
-    atomic_write_json(path, merged)
+    run.merge_metrics(results)
     return (results, kept) if keep_distances else results
 
 

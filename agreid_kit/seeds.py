@@ -70,7 +70,8 @@ def difference(a: SeedStat, b: SeedStat) -> dict[str, Any]:
     return out
 
 
-def aggregate_metrics(per_seed: Mapping[Any, Mapping[str, Any]], keys: Sequence[str] = METRIC_KEYS) -> dict[str, SeedStat]:
+def aggregate_metrics(per_seed: Mapping[Any, Mapping[str, Any]],
+                      keys: Sequence[str] = METRIC_KEYS) -> dict[str, SeedStat]:
     """``{seed: {metric: value}}`` -> ``{metric: SeedStat}`` for the metrics every seed has."""
     rows = list(per_seed.values())
     if not rows:
@@ -79,7 +80,8 @@ def aggregate_metrics(per_seed: Mapping[Any, Mapping[str, Any]], keys: Sequence[
     return {k: stat(r[k] for r in rows) for k in common}
 
 
-def aggregate_results(per_seed: Mapping[Any, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
+def aggregate_results(
+    per_seed: Mapping[Any, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{seed: {protocol: {mode: metrics}}}`` (one ``evaluate_run`` per seed) -> the same nesting of
     ``{metric: {"mean", "std", "n", "values"}}``, over the protocols and modes every seed has."""
     seeds = list(per_seed)

@@ -18,7 +18,8 @@ from agreid_kit.seeds import as_stat, difference, stat
 SHOWN_METRICS = (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mAP", "mAP"), ("mINP", "mINP"))
 
 
-def seed_table(results: Mapping[str, Any], rows: Sequence[tuple[str, str, str]], protocols: Sequence[str]) -> pd.DataFrame:
+def seed_table(results: Mapping[str, Any], rows: Sequence[tuple[str, str, str]],
+               protocols: Sequence[str]) -> pd.DataFrame:
     """One row per protocol and ``(label, run, mode)``: ``<metric>`` (mean %), ``<metric> std`` and the
     display column ``<metric> (mean ± std)``; ``seeds`` is the number of seeds behind each row."""
     out = []
@@ -75,7 +76,8 @@ def tradeoff_summary(df: pd.DataFrame) -> pd.DataFrame:
         df = df.assign(seed=0)
     rows = []
     for (tau, protocol, mode), part in df.groupby(["tau", "protocol", "mode"], sort=True):
-        row: dict[str, Any] = {"tau": int(tau), "protocol": protocol, "mode": mode, "seeds": int(part["seed"].nunique())}
+        row: dict[str, Any] = {"tau": int(tau), "protocol": protocol, "mode": mode,
+                               "seeds": int(part["seed"].nunique())}
         for col in ("rank1", "mAP", "sec_per_1000"):
             s = stat(part[col].tolist())
             scale = 1.0 if col == "sec_per_1000" else 100.0

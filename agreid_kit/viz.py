@@ -122,8 +122,10 @@ def embedding_figure(df: pd.DataFrame, color_by: str = "view_name", title: str |
     scatter = go.Scattergl if len(df) > SCATTERGL_THRESHOLD else go.Scatter
     pos = np.arange(len(df))
     hover = np.array(_hover(df), dtype=object)
-    symbols = (np.array([KIND_SYMBOLS.get(k, "diamond" if k.startswith("gen") else "circle") for k in df["kind"].astype(str)])
-               if "kind" in df else "circle")
+    def symbol(kind: str) -> str:
+        return KIND_SYMBOLS.get(kind, "diamond" if kind.startswith("gen") else "circle")
+
+    symbols = np.array([symbol(k) for k in df["kind"].astype(str)]) if "kind" in df else "circle"
     fig = go.Figure()
     if color_by in CONTINUOUS_COLUMNS:
         vals = df[color_by].to_numpy(dtype=float)
@@ -215,7 +217,8 @@ def rank_list_figure(ranklist, thumb_size: tuple[int, int] = (128, 64), title: s
                            y0=caption + pad - 3, y1=caption + pad + h + 3, line=dict(color=colour, width=4)))
         text = f"<b>{head}</b><br>{line2}<br>pid {rec.pid} {camera_words(rec)}<br>{VIEW_NAMES[rec.view]}"
         annotations.append(dict(x=x0 + cell_w / 2, y=caption - 2, xref="x", yref="y", text=text, showarrow=False,
-                                yanchor="top", font=dict(size=9, color=colour if item is None or item.is_junk else "#222")))
+                                yanchor="top",
+                                font=dict(size=9, color=colour if item is None or item.is_junk else "#222")))
     # One invisible point per cell carries hover text and the gallery index (customdata).
     fig.add_trace(go.Scatter(
         x=[x0 + cell_w / 2 for x0 in xs], y=[caption + pad + h / 2] * len(xs), mode="markers",
@@ -264,7 +267,8 @@ def seed_bars_figure(table: pd.DataFrame, metric: str = "mAP", group: str = "met
         std = part.get(f"{metric} std")
         fig.add_trace(go.Bar(
             x=part["protocol"], y=part[metric], name=str(name),
-            error_y=dict(type="data", array=[0 if v is None or pd.isna(v) else v for v in std]) if std is not None else None,
+            error_y=dict(type="data",
+                         array=[0 if v is None or pd.isna(v) else v for v in std]) if std is not None else None,
             text=[f"{v:.1f}" for v in part[metric]], textposition="outside",
         ))
     n = int(table["seeds"].max()) if "seeds" in table.columns else None
@@ -330,7 +334,8 @@ def accuracy_camera_figure(df: pd.DataFrame, title: str = "Accuracy per query ca
         xs = [label(r) for r in part.itertuples()]
         hover = [f"{x}: {n} queries ({v} with a positive)" for x, n, v in zip(xs, part["n"], part["n_valid"])]
         for col, metric in ((1, "rank1"), (2, "mAP")):
-            fig.add_trace(go.Bar(x=xs, y=100 * part[metric], name=str(method), legendgroup=str(method), showlegend=col == 1,
+            fig.add_trace(go.Bar(x=xs, y=100 * part[metric], name=str(method), legendgroup=str(method),
+                                 showlegend=col == 1,
                                  marker_color=CATEGORICAL[i % len(CATEGORICAL)], hovertext=hover), row=1, col=col)
     fig.update_layout(title=title, template="plotly_white", barmode="group", height=420,
                       legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0), margin=dict(t=100))
@@ -402,7 +407,8 @@ def normalise_tradeoff(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("tau", kind="stable").reset_index(drop=True)
 
 
-def tradeoff_figure(df: pd.DataFrame, highlight_tau: float | None = None, title: str = "Timestep trade-off") -> go.Figure:
+def tradeoff_figure(df: pd.DataFrame, highlight_tau: float | None = None,
+                    title: str = "Timestep trade-off") -> go.Figure:
     """Accuracy (left axis, %) and latency in seconds per 1k images (right axis) against tau.
 
     With ``protocol`` / ``mode`` columns each combination gets its own accuracy lines.

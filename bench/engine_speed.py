@@ -90,16 +90,19 @@ def main(argv: list[str] | None = None) -> dict:
     bare = cfg.batch_size * args.iters / (time.perf_counter() - t0)
 
     # ---- the engine, with and without the decoded-image cache ---------------------------------
-    seconds, iters, bs = _engine_seconds(args.method, data, args.iters, args.threads, tmp / "engine", str(tmp / "cache"), 2)
+    seconds, iters, bs = _engine_seconds(args.method, data, args.iters, args.threads, tmp / "engine",
+                                         str(tmp / "cache"), 2)
     engine = bs * iters / seconds
     rows = {"method": args.method, "data": data, "threads": args.threads, "batch": bs, "iters": iters,
-            "bare_img_per_s": round(bare, 1), "engine_img_per_s": round(engine, 1), "engine_over_bare": round(engine / bare, 3)}
+            "bare_img_per_s": round(bare, 1), "engine_img_per_s": round(engine, 1),
+            "engine_over_bare": round(engine / bare, 3)}
     if not args.no_decode_baseline:
         seconds, iters, bs = _engine_seconds(args.method, data, args.iters, args.threads, tmp / "decode", "off", 2)
         rows["engine_decoding_img_per_s"] = round(bs * iters / seconds, 1)
         rows["engine_decoding_over_bare"] = round(bs * iters / seconds / bare, 3)
     print(f"{'bare model (fwd+bwd+step)':32s} {rows['bare_img_per_s']:8.1f} img/s")
-    print(f"{'engine (image cache)':32s} {rows['engine_img_per_s']:8.1f} img/s   ratio {rows['engine_over_bare']:.3f}  (target >= 0.9)")
+    print(f"{'engine (image cache)':32s} {rows['engine_img_per_s']:8.1f} img/s   ratio {rows['engine_over_bare']:.3f}  "
+          "(target >= 0.9)")
     if "engine_decoding_img_per_s" in rows:
         print(f"{'engine (decoding, 2 workers)':32s} {rows['engine_decoding_img_per_s']:8.1f} img/s   "
               f"ratio {rows['engine_decoding_over_bare']:.3f}")

@@ -98,7 +98,8 @@ def make_data(nq: int, ng: int, dim: int, ranking: str = "mixed", seed: int = 0)
     q_cams = rng.integers(0, n_cams, nq)
     # half the gallery belongs to the query identities (~ng/2/n_test_ids images each), the rest to distractors
     n_true = ng // 2
-    g_pids = np.concatenate([rng.integers(0, n_test_ids, n_true), n_test_ids + rng.integers(0, max(1, ng // 20), ng - n_true)])
+    g_pids = np.concatenate([rng.integers(0, n_test_ids, n_true),
+                             n_test_ids + rng.integers(0, max(1, ng // 20), ng - n_true)])
     g_cams = rng.integers(0, n_cams, ng)
     gen = torch.Generator().manual_seed(seed)
     if ranking == "weak":
@@ -136,7 +137,8 @@ def run_case(nq: int, ng: int, dim: int, ranking: str, device: str, ref_queries:
     same = lambda a, b: np.array_equal(a, b, equal_nan=True)  # noqa: E731
     row["identical"] = bool(
         same(fast.ap[:n_ref], ref.ap) and same(fast.inp[:n_ref], ref.inp)
-        and same(fast.first_match_rank[:n_ref], ref.first_match_rank) and same(fast.n_positives[:n_ref], ref.n_positives)
+        and same(fast.first_match_rank[:n_ref], ref.first_match_rank)
+        and same(fast.n_positives[:n_ref], ref.n_positives)
         and same(sub.cmc, ref.cmc) and sub.mAP == ref.mAP and sub.mINP == ref.mINP
     )
     row["result"] = fast.summary()
@@ -152,7 +154,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--ref-queries", type=int, default=300, help="queries checked against (and timed on) the reference loop")
+    ap.add_argument("--ref-queries", type=int, default=300,
+                    help="queries checked against (and timed on) the reference loop")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

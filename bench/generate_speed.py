@@ -1,7 +1,8 @@
 """Generated-feature throughput of SD-ReID stage 2 vs stage-1 extraction, on the same images, in one run.
 
 Usage:
-  python bench/generate_speed.py [--images 2048] [--batch-size 512] [--tau 5] [--guidance 2.0] [--repeats 3] [--out speed.json]
+  python bench/generate_speed.py [--images 2048] [--batch-size 512] [--tau 5] [--guidance 2.0] [--repeats 3] [--out
+  speed.json]
   python bench/generate_speed.py --run RUN2            # a trained stage-2 run (its UNet and centres)
   python bench/generate_speed.py --sd15 --device cuda  # SD-1.5-shaped UNet (random weights), paper ViT-B stage 1
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=512,
                     help="images per batch in both stages (512: generate_features' default)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--preset", choices=("cpu", "paper"), default=None, help="stage-1 preset (default: cpu, paper with --sd15)")
+    ap.add_argument("--preset", choices=("cpu", "paper"), default=None,
+                    help="stage-1 preset (default: cpu, paper with --sd15)")
     ap.add_argument("--run", help="trained stage-2 run to time instead of a random-weight model of the default config")
     ap.add_argument("--sd15", action="store_true", help="SD-1.5-shaped UNet with random weights (use with a GPU)")
     ap.add_argument("--device", default="auto")
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.run:
         model, run_cfg = load_stage2(args.run, device=str(device))
         if model.config.dim != dim or model.config.num_id_layers != id_cond.shape[1]:
-            raise SystemExit(f"--run {args.run} is a {model.config.dim}-d stage-2 model; the {preset} stage 1 is {dim}-d")
+            raise SystemExit(f"--run {args.run} is a {model.config.dim}-d stage-2 model; the {preset} stage 1 is "
+                             f"{dim}-d")
         T = int(run_cfg["num_train_timesteps"])
     else:
         unet = None

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- stage 1 ---------------------------------------------------------------------------
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    model = create_model("sdreid", "paper", num_classes=batch // 4, num_views=2, pretrained=str(weights)).to(device).train()
+    model = create_model("sdreid", "paper", num_classes=batch // 4, num_views=2,
+                         pretrained=str(weights)).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.008, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     h, w = model.input_size
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.eval()
         id_cond = model.embed({"images": b["images"]})["id_cond"].float()
     dim, layers = int(id_cond.shape[2]), int(id_cond.shape[1])
-    del model, opt
+    model = opt = None  # free stage 1's memory before stage 2
 
     # ---- stage 2 ---------------------------------------------------------------------------
     from diffusers import UNet2DConditionModel
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.randn(batch, *latent, device=device)
     t = torch.randint(0, 1000, (batch,), device=device)
     tokens = torch.randn(batch, dim, device=device)
-    idc = id_cond[:batch].to(device) if id_cond.shape[0] >= batch else id_cond.repeat(batch // id_cond.shape[0] + 1, 1, 1)[:batch].to(device)
+    if id_cond.shape[0] < batch:
+        id_cond = id_cond.repeat(batch // id_cond.shape[0] + 1, 1, 1)
+    idc = id_cond[:batch].to(device)
 
     def step2():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     s2.eval()
     sync()
     t0 = time.perf_counter()
-    generate_latent_features(s2, idc.cpu(), [0, 1], tau=5, guidance=2.0, batch_size=batch, device=device, progress=False)
+    generate_latent_features(s2, idc.cpu(), [0, 1], tau=5, guidance=2.0, batch_size=batch, device=device,
+                             progress=False)
     sync()
     results["generate_tau5_img_per_s"] = round(batch / (time.perf_counter() - t0), 1)
     for k, v in results.items():

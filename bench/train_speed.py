@@ -11,7 +11,6 @@ runs with AMP (bf16 where supported, else fp16) at the paper batch of 32 x 4.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 
@@ -70,7 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["vit", "sdreid"])
     ap.add_argument("--presets", nargs="+", default=["cpu", "paper"])
     ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--cpu-paper-batch", type=int, default=16, help="paper preset batch on CPU (kept small: it is slow)")
+    ap.add_argument("--cpu-paper-batch", type=int, default=16,
+                    help="paper preset batch on CPU (kept small: it is slow)")
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", help="write the results as JSON here")
@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     if args.out:
         from agreid_kit.utils.io import atomic_write_json
 
-        atomic_write_json(args.out, {"rows": rows, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None})
+        atomic_write_json(args.out,
+                          {"rows": rows, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None})
     return 0
 
 

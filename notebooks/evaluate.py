@@ -24,12 +24,14 @@ from agreid_kit.notebook import ParameterGuard
 guard = ParameterGuard(globals())
 
 # %% tags=["parameters"]
-run_dirs = ["runs/synthag-small/seed0/sdreid", "runs/synthag-small/seed0/sdreid-stage2"]  # made by `make report` (agreid report)
+# made by `make report` (agreid report)
+run_dirs = ["runs/synthag-small/seed0/sdreid", "runs/synthag-small/seed0/sdreid-stage2"]
 protocols = ["ALL", "A<->G", "A<->A", "G<->G"]
 modes = ["real", "gen:all", "real+gen"]  # modes a run lacks (no generated features) are skipped
 out_dir = "runs/notebooks/evaluate"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dirs": "made by `make report` (agreid report), or the train_stage1 / train_stage2 notebooks"},
+guard.freeze(globals(),
+             inputs={"run_dirs": "made by `make report` (agreid report), or the train_stage1 / train_stage2 notebooks"},
              outputs=("out_dir",), choices={"png": ("require", "auto", "skip")})
 
 # %%
@@ -55,7 +57,7 @@ if not run_dirs:
 results, frames = {}, []
 for d in run_dirs:
     run = load_run(d)
-    have = FeatureSet.load(Path(d) / "features" / "test").available_modes()
+    have = FeatureSet.load(run.features_path("test")).available_modes()
     run_modes = [m for m in modes if m in have]
     if not run_modes:
         raise ValueError(f"{d}: none of the modes {modes} is available; it has {have}")
@@ -67,7 +69,8 @@ figures = []
 for protocol, part in table.groupby("protocol", sort=False):
     display(Markdown(f"### {protocol}"))
     shown = part[["run", "mode", "rank1", "rank5", "rank10", "mAP", "mINP", "n_valid"]]
-    display(shown.set_index(["run", "mode"]).style.format({c: "{:.2%}" for c in ("rank1", "rank5", "rank10", "mAP", "mINP")}))
+    display(shown.set_index(["run",
+                             "mode"]).style.format({c: "{:.2%}" for c in ("rank1", "rank5", "rank10", "mAP", "mINP")}))
     fig = viz.metrics_table_figure(shown, title=f"{protocol}")
     figures += viz.save_figure(fig, OUT / f"table_{protocol.replace('<->', '-').replace('>', '')}", png=png)
 

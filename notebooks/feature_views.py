@@ -32,7 +32,8 @@ color_by = "view_name"  # view_name | kind | pid | camid | altitude | pitch | di
 seed = 0
 out_dir = "runs/notebooks/feature_views"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip"), "method": ("umap", "tsne", "pca")})
 
 # %%
@@ -46,12 +47,13 @@ from IPython.display import display
 
 from agreid_kit import VIEW_NAMES, analysis, viz
 from agreid_kit.features import FeatureSet
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json
 from agreid_kit.widgets import EmbeddingExplorer
 
 OUT = Path(out_dir)
 OUT.mkdir(parents=True, exist_ok=True)
-fs = FeatureSet.load(Path(run_dir) / "features" / "test")
+fs = FeatureSet.load(Run(run_dir).features_path("test"))
 has_gen = bool(fs.generated_views())
 
 # %%

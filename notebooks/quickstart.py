@@ -103,7 +103,12 @@ if len(aerial):
 
 # %%
 if dataset == "synthag":
-    from agreid_kit.synth import contact_sheet_cameras, contact_sheet_figure, contact_sheet_identity, format_difficulty_card
+    from agreid_kit.synth import (
+        contact_sheet_cameras,
+        contact_sheet_figure,
+        contact_sheet_identity,
+        format_difficulty_card,
+    )
 
     sheet = contact_sheet_cameras(root, n_ids=6, seed=seed)
     fig = contact_sheet_figure(sheet, title="Six identities (columns) in every camera (rows)")

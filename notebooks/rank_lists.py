@@ -31,7 +31,8 @@ k = 10
 n_queries = 3  # best and worst queries written per protocol
 out_dir = "runs/notebooks/rank_lists"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip")})
 
 # %%
@@ -45,12 +46,13 @@ from IPython.display import display
 from agreid_kit import analysis, viz
 from agreid_kit.engine.run import load_run
 from agreid_kit.features import FeatureSet
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json
 from agreid_kit.widgets import RankListBrowser
 
 OUT = Path(out_dir)
 OUT.mkdir(parents=True, exist_ok=True)
-fs = FeatureSet.load(Path(run_dir) / "features" / "test")
+fs = FeatureSet.load(Run(run_dir).features_path("test"))
 if mode not in fs.available_modes():
     raise ValueError(f"mode {mode!r} is not available for {run_dir}; available: {fs.available_modes()}")
 run = load_run(run_dir)

@@ -42,8 +42,11 @@ rank_protocol = "A<->G"
 stage2_ablations = "runs/stage2-ablations/ablations.csv"  # scripts/stage2_ablations.py writes it; shown if present
 device = "cpu"
 png = "auto"  # PNG copies of the figures: require | auto | skip
-guard.freeze(globals(), inputs={"report_dir": "made by `make report` (agreid report)", "runs_root": "made by `make report` (agreid report)"},
-             data_specs={"data": "made by `make report` (agreid report)"}, choices={"png": ("require", "auto", "skip"), "embed_method": ("umap", "tsne", "pca")})
+guard.freeze(globals(),
+             inputs={"report_dir": "made by `make report` (agreid report)",
+                     "runs_root": "made by `make report` (agreid report)"},
+             data_specs={"data": "made by `make report` (agreid report)"},
+             choices={"png": ("require", "auto", "skip"), "embed_method": ("umap", "tsne", "pca")})
 
 # %%
 params = guard.validate(globals())
@@ -76,7 +79,8 @@ first = seeds[0]
 RUNS = {LABELS[k]: d for k, d in SEED_RUNS[first].items()}  # figures that show one run: the first seed's
 for label, d in RUNS.items():
     if not (d / "features" / "test.json").is_file():
-        raise FileNotFoundError(f"{label} run {d} has no features/test.json: train and evaluate it first (agreid report)")
+        raise FileNotFoundError(f"{label} run {d} has no features/test.json: train and evaluate it first (agreid "
+                                "report)")
 summary: dict = {"parameters": params, "figures": []}
 t_start = time.perf_counter()
 
@@ -108,8 +112,8 @@ display(Markdown(
     f"views {[VIEW_NAMES[v] for v in fs2.generated_views()]}."
 ))
 stage1_cfg = read_json(SEED_RUNS[first]["sdreid"] / "config.json") or {}
-init = (stage1_cfg.get("model") or {}).get("pretrained") or (read_json(SEED_RUNS[first]["sdreid"] / "run_meta.json") or {}).get(
-    "model_config", {}).get("pretrained")
+stage1_meta = read_json(SEED_RUNS[first]["sdreid"] / "run_meta.json") or {}
+init = (stage1_cfg.get("model") or {}).get("pretrained") or stage1_meta.get("model_config", {}).get("pretrained")
 display(Markdown(
     f"**Initialisation** of the stage-1 backbones: `{init or 'random (from scratch)'}`"
     + (" — a ViT the kit pretrained on SynthAG-pretrain (seed 1; identities independent of SynthAG-small's), "
@@ -127,9 +131,11 @@ display(Markdown(
 # %%
 job_metrics = read_json(OUT / "metrics.json")
 if job_metrics is None:
-    raise FileNotFoundError(f"{OUT / 'metrics.json'} is missing: the report reads the main job's evaluation (agreid report)")
+    raise FileNotFoundError(f"{OUT / 'metrics.json'} is missing: the report reads the main job's evaluation (agreid "
+                            "report)")
 results = job_metrics["results"]
-MAIN_ROWS = [("ViT baseline", "vit", "real"), ("SD-ReID stage 1", "sdreid", "real"), ("SD-ReID stage 2", "stage2", "real+gen")]
+MAIN_ROWS = [("ViT baseline", "vit", "real"), ("SD-ReID stage 1", "sdreid", "real"),
+             ("SD-ReID stage 2", "stage2", "real+gen")]
 MAIN_MODE = {label: mode for label, _, mode in MAIN_ROWS}
 main_table = tables.seed_table(results, MAIN_ROWS, protocols)
 summary["main_table"] = main_table.to_dict(orient="records")
@@ -137,7 +143,8 @@ display(HTML(tables.display_table(main_table).set_index(["protocol", "method"]).
 show(viz.seed_bars_figure(main_table, metric="mAP", title="mAP (%) per protocol, mean ± std over seeds"), "main_table")
 PAIRS = [("stage 1 - ViT baseline", ("sdreid", "real"), ("vit", "real")),
          ("stage 2 real+gen - stage 1 real", ("stage2", "real+gen"), ("sdreid", "real"))]
-verdicts = pd.concat([tables.comparisons(results, PAIRS, protocols, metric=m) for m in ("mAP", "rank1")], ignore_index=True)
+verdicts = pd.concat([tables.comparisons(results, PAIRS, protocols, metric=m) for m in ("mAP", "rank1")],
+                     ignore_index=True)
 summary["comparisons"] = verdicts.to_dict(orient="records")
 display(HTML(verdicts.to_html(index=False, float_format=lambda v: f"{v:+.2f}")))
 noise = verdicts[verdicts["verdict"] == "within noise"]
@@ -286,11 +293,13 @@ t0 = time.perf_counter()
 fig6_rows = analysis.identity_rows(fs2, n_ids=8, seed=first)
 emb = analysis.embedding_frame(fs2, method=embed_method, include_generated=True, rows=fig6_rows, seed=first)
 show(viz.embedding_figure(emb, color_by="pid", title=f"{METHOD_NAME}: real (circles) and generated features of 8 "
-                                                     "identities (diamond: aerial view, square: ground view)"), "fig6_identities")
+                                                     "identities (diamond: aerial view, square: ground view)"),
+                                                     "fig6_identities")
 emb_rg = analysis.descriptor_frame(fs2, "real+gen", fig6_rows, method=embed_method, seed=first)
 show(viz.embedding_figure(emb_rg, color_by="pid", title=f"{METHOD_NAME}: real+gen descriptors of the same images"),
      "fig6_real_plus_gen")
-emb_all = analysis.embedding_frame(fs2, method=embed_method, include_generated=True, max_points=embed_max_points, seed=first)
+emb_all = analysis.embedding_frame(fs2, method=embed_method, include_generated=True,
+                                   max_points=embed_max_points, seed=first)
 summary["embedding"] = {"method": embed_method, "points": len(emb_all), "fig6_points": len(emb),
                         "seconds": round(time.perf_counter() - t0, 1)}
 show(viz.embedding_figure(emb_all, color_by="kind", title=f"{METHOD_NAME} of real and generated features "
@@ -355,7 +364,8 @@ for label, d in RUNS.items():
 for protocol in protocols:
     cmc = analysis.cmc_table(fs, splits[protocol], MAIN_MODE, max_rank=20)
     summary.setdefault("cmc", {})[protocol] = cmc.to_dict(orient="records")
-    show(viz.cmc_figure(cmc, title=f"CMC on {protocol} (seed {first})"), f"cmc_{protocol.replace('<->', '_').replace('->', '_')}")
+    show(viz.cmc_figure(cmc, title=f"CMC on {protocol} (seed {first})"),
+         f"cmc_{protocol.replace('<->', '_').replace('->', '_')}")
 cam_parts = [analysis.accuracy_by_camera(fs[label], splits["ALL"], mode=mode).assign(method=label)
              for label, mode in MAIN_MODE.items()]
 by_camera = pd.concat(cam_parts, ignore_index=True)
@@ -388,7 +398,8 @@ display(Markdown("**Job parameters**"))
 display(HTML("<pre>" + html.escape(json.dumps(job.get("config", params), indent=1)) + "</pre>"))
 for label, d in RUNS.items():
     cfg = read_json(d / "config.json")
-    display(HTML(f"<details><summary>{label}: {d}/config.json</summary><pre>{html.escape(json.dumps(cfg, indent=1))}</pre></details>"))
+    display(HTML(f"<details><summary>{label}: "
+                 f"{d}/config.json</summary><pre>{html.escape(json.dumps(cfg, indent=1))}</pre></details>"))
 summary["timings"] = timings
 summary["versions"] = job.get("versions")
 atomic_write_json(OUT / "report_summary.json", summary)

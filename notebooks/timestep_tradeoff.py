@@ -35,7 +35,8 @@ seed = 0
 query_index = 0  # query shown in the widget
 out_dir = "runs/notebooks/timestep_tradeoff"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage2 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip")})
 
 # %%
@@ -67,7 +68,8 @@ fig.show()
 # %%
 split = load_run(run_dir).load_split(protocols[0])
 first = df[(df["protocol"] == protocols[0]) & (df["mode"] == modes[0])]
-widget = TimestepTradeoff(first, lambda t: generate_features(run_dir, tau=t, guidance=guidance, seed=seed, device=device,
+widget = TimestepTradeoff(first,
+                          lambda t: generate_features(run_dir, tau=t, guidance=guidance, seed=seed, device=device,
                                                              save=False, progress=False),
                           split, mode=modes[0], query_index=query_index)
 display(widget)

@@ -45,15 +45,15 @@ guard.freeze(globals(), outputs=("run_dir",), choices={"png": ("require", "auto"
 # %%
 params = guard.validate(globals())
 
-import json
 from pathlib import Path
 
 from IPython.display import display
 
 from agreid_kit import analysis, viz
 from agreid_kit.data import available_protocols
-from agreid_kit.engine.config import TrainConfig, make_config
+from agreid_kit.engine.config import make_config
 from agreid_kit.engine.train import train
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json
 
 valid = available_protocols(dataset)
@@ -67,19 +67,15 @@ cfg = make_config(
     num_workers=num_workers, eval_protocols=list(eval_protocols),
 )
 RUN = Path(run_dir)
+run = Run(RUN)
 
 # %%
-saved_path = RUN / "config.json"
-log_path = RUN / "log.jsonl"
-same = saved_path.is_file() and {k: v for k, v in json.loads(saved_path.read_text()).items() if k != "num_workers"} == {
-    k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k != "num_workers"}
-if saved_path.is_file() and not same:
-    raise ValueError(f"{RUN} holds a run with other settings ({saved_path}); choose another run_dir")
-done = same and log_path.is_file() and analysis.read_training_log(RUN)["epoch"].max() >= epochs and (RUN / "metrics.json").is_file()
-if done:
+# Reuses a finished run of these settings, resumes an interrupted one; a run of other settings is refused
+# (the error names them).
+if run.is_finished(cfg):
     print(f"reusing the finished run {RUN}")
 else:
-    train(cfg, resume=same and (RUN / "checkpoints" / "last.pt").is_file())
+    train(cfg, resume=run.has_checkpoint)
 
 # %% [markdown]
 # ## Training curves and test metrics
@@ -89,14 +85,14 @@ log = analysis.read_training_log(RUN)
 fig = viz.training_curves_figure(log, title=f"{method} [{preset}] on {dataset}")
 figures = viz.save_figure(fig, RUN / "figures" / "training_curves", png=png)
 fig.show()
-metrics = json.loads((RUN / "metrics.json").read_text())
+metrics = run.read_metrics()
 table = analysis.metrics_table(metrics)
 display(table)
 fig = viz.metrics_table_figure(table, title=f"{method}: test metrics")
 figures += viz.save_figure(fig, RUN / "figures" / "metrics", png=png)
 fig.show()
 atomic_write_json(RUN / "notebook_summary.json", {
-    "parameters": params, "config": TrainConfig.load(saved_path).to_dict(), "metrics": metrics,
+    "parameters": params, "config": run.config.to_dict(), "metrics": metrics,
     "epochs_logged": int(log["epoch"].max()), "final_loss": float(log["loss_total"].iloc[-1]),
     "figures": [str(p) for p in figures],
 })

@@ -37,21 +37,23 @@ modes = ["real", "gen:all", "real+gen"]
 device = "cpu"
 seed = 0
 png = "auto"
-guard.freeze(globals(), inputs={"stage1_run": "run the train_stage1 notebook first (or use runs/synthag-small/seed0/sdreid from `make report`)"},
+guard.freeze(globals(),
+             inputs={"stage1_run": "run the train_stage1 notebook first (or use runs/synthag-small/seed0/sdreid from "
+                                   "`make report`)"},
              outputs=("run_dir",), choices={"png": ("require", "auto", "skip"), "preset": ("cpu", "paper")})
 
 # %%
 params = guard.validate(globals())
 
-import json
 from pathlib import Path
 
 from IPython.display import display
 
 from agreid_kit import analysis, viz
 from agreid_kit.diffusion.config import Stage2Config
-from agreid_kit.diffusion.train import train_stage2
+from agreid_kit.diffusion.train import stage2_run_config, train_stage2
 from agreid_kit.engine.evaluate import evaluate_run
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json
 
 cfg = Stage2Config(stage1=stage1_run, out=run_dir, preset=preset, epochs=epochs, tau=tau, guidance=guidance,
@@ -59,11 +61,8 @@ cfg = Stage2Config(stage1=stage1_run, out=run_dir, preset=preset, epochs=epochs,
 RUN = Path(run_dir)
 
 # %%
-# Resumes an interrupted run of the same settings; refuses a folder holding another run.
-log_path = RUN / "log.jsonl"
-done = log_path.is_file() and analysis.read_training_log(RUN)["epoch"].max() >= epochs and (RUN / "features" / "test.json").is_file()
-wanted = json.loads(json.dumps(cfg.to_dict()))
-if done and json.loads((RUN / "config.json").read_text()).get("stage2") == wanted:
+# Reuses a finished run of these settings, resumes an interrupted one; refuses a folder holding another run.
+if Run(RUN).is_finished(stage2_run_config(cfg)):
     print(f"reusing the finished stage-2 run {RUN}")
 else:
     train_stage2(cfg)

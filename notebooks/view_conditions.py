@@ -32,7 +32,8 @@ seed = 0
 space = "raw"  # raw | standardised (per dimension: the space stage 2 reads its view conditions in)
 out_dir = "runs/notebooks/view_conditions"
 png = "auto"
-guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage1 notebook"}, outputs=("out_dir",),
+guard.freeze(globals(), inputs={"run_dir": "made by `make report` (agreid report), or the train_stage1 notebook"},
+             outputs=("out_dir",),
              choices={"png": ("require", "auto", "skip"), "space": ("raw", "standardised")})
 
 # %%
@@ -45,12 +46,13 @@ from IPython.display import display
 from agreid_kit import viz
 from agreid_kit.diffusion.analyses import view_condition_similarity
 from agreid_kit.features import FeatureSet
+from agreid_kit.run import Run
 from agreid_kit.utils.io import atomic_write_json
 from agreid_kit.widgets import ViewConditionMap
 
 OUT = Path(out_dir)
 OUT.mkdir(parents=True, exist_ok=True)
-fs = FeatureSet.load(Path(run_dir) / "features" / "test")
+fs = FeatureSet.load(Run(run_dir).features_path("test"))
 data, _ = view_condition_similarity(fs, max_instances=max_instances, seed=seed, space=space)
 
 # %%

@@ -61,7 +61,8 @@ def score(stage2_run: Path, protocols=("ALL", "A<->G")) -> list[dict]:
             for p, split in splits.items():
                 fs = FeatureSet(fused, val.records, "val", "ablation")
                 row[f"{p} real+gen mAP"] = 100 * metrics_dict(evaluate_featureset_split(fs, split, "real"))["mAP"]
-                only = FeatureSet(val.features, val.records, "val", "ablation", extras={f"gen:{v}": g for v, g in gen.items()})
+                only = FeatureSet(val.features, val.records, "val", "ablation",
+                                  extras={f"gen:{v}": g for v, g in gen.items()})
                 row[f"{p} real mAP"] = 100 * metrics_dict(evaluate_featureset_split(only, split, "real"))["mAP"]
                 row[f"{p} gen:all mAP"] = 100 * metrics_dict(evaluate_featureset_split(only, split, "gen:all"))["mAP"]
             rows.append(row)
@@ -88,7 +89,8 @@ def main() -> None:
     table = []
     for i, (name, opts) in enumerate(VARIANTS.items()):
         run = out / f"stage2-{i}"
-        train_stage2(Stage2Config(stage1=str(s1), out=str(run), model=opts.get("model", {}), epochs=opts.get("epochs", 20),
+        train_stage2(Stage2Config(stage1=str(s1), out=str(run), model=opts.get("model", {}),
+                                  epochs=opts.get("epochs", 20),
                                   threads=args.threads, generate_after=False), progress=False)
         for row in score(run):
             table.append({"variant": name, **{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}})

@@ -35,6 +35,7 @@ if _kit_spec is not None and _kit_spec.origin:
             folder = _kit_dir.parent / fullname.rsplit(".", 1)[1]
             if (_kit_dir / folder.name).exists() or not (folder / "__init__.py").is_file():
                 return None  # an installed layout: the package is really under agreid_kit/
-            return _ilu.spec_from_file_location(fullname, folder / "__init__.py", submodule_search_locations=[str(folder)])
+            return _ilu.spec_from_file_location(fullname, folder / "__init__.py",
+                                                submodule_search_locations=[str(folder)])
 
     _sys.meta_path.insert(0, _SiblingFolderFinder)

@@ -229,7 +229,8 @@ def test_per_query_scores_consistent_with_evaluate_ranking(tiny):
             s = qi // 5 * 5
             row = score_queries(compute_distance(qf[s:s + 5], gf), inputs["q_pids"][s:s + 5], inputs["g_pids"],
                                 inputs["q_camids"][s:s + 5], inputs["g_camids"])
-            assert (rl.ap, rl.inp, rl.first_match_rank) == (row.ap[qi - s], row.inp[qi - s], row.first_match_rank[qi - s])
+            assert (rl.ap, rl.inp, rl.first_match_rank) == (row.ap[qi - s], row.inp[qi - s],
+                                                            row.first_match_rank[qi - s])
 
 
 def test_rank_list_honours_protocol_gallery_rules(tiny):

@@ -54,7 +54,8 @@ def tiny_run(tmp_path_factory):
     data = ensure_synthag("tiny", root=root / "synthag-tiny")
     stage1, stage2 = root / "sdreid", root / "sdreid-stage2"
     train(make_config("sdreid", str(stage1), preset="cpu", data=f"synthag:{data}", protocol=PROTOCOL, epochs=1,
-                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3, "pretrained": None}))  # 3 blocks from scratch: half the CPU time
+                      # 3 blocks from scratch: half the CPU time
+                      max_iters_per_epoch=2, num_workers=0, model={"depth": 3, "pretrained": None}))
     train_stage2(Stage2Config(stage1=str(stage1), out=str(stage2), epochs=1, tau=TAU), progress=False)
     df, _ = timestep_tradeoff(stage2, taus=(1, TAU), protocols=(PROTOCOL,), progress=False)
     atomic_write_text(stage2 / "analysis" / "tradeoff.csv", df.to_csv(index=False))
@@ -566,7 +567,8 @@ def test_http_query_upload_mode_switch(served, backend):
     from gradio_client import Client, handle_file
 
     c = Client(served.url, verbose=False)
-    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, "all", [], api_name="/rank_query")
+    status, _, summary, gallery, metrics, _, _ = c.predict(3, PROTOCOL, "real", 6, TAU, 2.0, "all", [],
+                                                           api_name="/rank_query")
     direct = backend.rank_query(3, "real", k=6)
     assert status == "" and len(gallery) == 6 and metrics["mode"] == "real"
     assert metrics["AP"] == pytest.approx(direct.ap) and metrics["INP"] == pytest.approx(direct.inp)
@@ -680,7 +682,8 @@ def _chromium(profile: Path, window: str = "1500,1900"):
             assert time.time() < end, "chromium did not open its DevTools port"
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
-        target = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json() if t["type"] == "page")
+        pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        target = next(t for t in pages if t["type"] == "page")
         cdp = _CDP(target["webSocketDebuggerUrl"])
         cdp.call("Page.enable")
         try:
@@ -713,7 +716,8 @@ def _bottom(cdp: _CDP, selector: str) -> float:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
 def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
     with _chromium(tmp_path / "chromium-profile") as cdp:
         cdp.call("Page.navigate", url=served.url)
@@ -737,7 +741,8 @@ def test_browser_runs_a_ranking_and_shows_the_gallery(served, tmp_path):
         rows = dict(line.split("\t", 1) for line in detail.splitlines() if "\t" in line)
         assert rows["rank"].strip() == "3" and rows["pid"].strip() == str(third.record.pid)
         assert rows["status"].strip() == third.status and rows["view"].strip() == third.record.view_name
-        cdp.wait_for("(() => { const i = document.querySelector('#detail-image img'); return !!(i && i.complete && i.naturalWidth > 0) })()")
+        cdp.wait_for("(() => { const i = document.querySelector('#detail-image img'); return !!(i && i.complete && "
+                     "i.naturalWidth > 0) })()")
         time.sleep(0.5)
         png = _save_screenshot(cdp, "app_ranking.png", tmp_path)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
@@ -752,7 +757,8 @@ def served3(backend3):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="headless Chromium is not installed (Debian package `chromium`; CI installs it)")
 def test_browser_controls_fit_and_the_protocol_reranks(served3, tmp_path):
     with _chromium(tmp_path / "chromium-profile", window="1400,900") as cdp:
         # The viewport itself 1400 x 900 (a headless window of that size has a shorter viewport).
@@ -791,7 +797,8 @@ def test_browser_controls_fit_and_the_protocol_reranks(served3, tmp_path):
         detail = cdp.wait_for("(() => { const d = document.querySelector('#detail'); "
                               "return d && d.innerText.includes('distance') ? d.innerText : '' })()")
         rows = dict(line.split("\t", 1) for line in detail.splitlines() if "\t" in line)
-        assert len(rows) <= 9 and "camid = view" in rows["camera"] and rows["pid"].strip() == str(expected.items[1].record.pid)
+        assert len(rows) <= 9 and "camid = view" in rows["camera"]
+        assert rows["pid"].strip() == str(expected.items[1].record.pid)
         _save_screenshot(cdp, "app_protocol_a-g.png", tmp_path)
         # The upload tab fits too.
         _click(cdp, "[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.trim() === 'Upload')")

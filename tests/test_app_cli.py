@@ -83,7 +83,11 @@ def test_cli_passes_report_and_port(tmp_path, monkeypatch):
     import agreid_kit.apps.ranking_app as ra
 
     seen = {}
-    monkeypatch.setattr(ra, "build_app", lambda run, **kw: seen.update(run=run, **kw) or type("D", (), {"backend": None})())
+    def build_app(run, **kw):
+        seen.update(run=run, **kw)
+        return type("D", (), {"backend": None})()
+
+    monkeypatch.setattr(ra, "build_app", build_app)
     monkeypatch.setattr(ra, "launch_app", lambda demo, port=None, **kw: seen.update(port=port))
     assert main(["app", "--run", str(tmp_path / "r"), "--report", str(tmp_path / "rep"), "--port", "0"]) == 0
     assert seen["report"] == str(tmp_path / "rep") and seen["port"] is None and seen["run"] == str(tmp_path / "r")

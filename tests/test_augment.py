@@ -69,12 +69,14 @@ def test_plrm_leaves_unchosen_patches_untouched_and_blends_chosen_ones():
 
 def test_plrm_switches_and_remainders():
     images = torch.randn(3, 3, 40, 20)  # 40x20 with 16-px patches: rows 32..39 and cols 16..19 are outside
-    out, mask = plrm_with_mask(images, PLRMConfig(p_img=1.0, p0=1.0, centre_weight=0.0), torch.Generator().manual_seed(0))
+    out, mask = plrm_with_mask(images, PLRMConfig(p_img=1.0, p0=1.0, centre_weight=0.0),
+                               torch.Generator().manual_seed(0))
     assert bool(mask.all())
     assert torch.equal(out[:, :, 32:], images[:, :, 32:]) and torch.equal(out[:, :, :, 16:], images[:, :, :, 16:])
     out, mask = plrm_with_mask(images, PLRMConfig(p_img=0.0, p0=1.0), torch.Generator().manual_seed(0))
     assert not mask.any() and torch.equal(out, images)
-    out, mask = plrm_with_mask(images, PLRMConfig(p_img=1.0, p0=0.0, centre_weight=0.0), torch.Generator().manual_seed(0))
+    out, mask = plrm_with_mask(images, PLRMConfig(p_img=1.0, p0=0.0, centre_weight=0.0),
+                               torch.Generator().manual_seed(0))
     assert not mask.any() and torch.equal(out, images)
     # alpha = 0 keeps the original patch even when it is chosen
     out, mask = plrm_with_mask(images, PLRMConfig(p_img=1.0, p0=1.0, alpha=0.0), torch.Generator().manual_seed(0))

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from scipy import stats
 
+from agreid_kit.data import transforms as tfm
 from agreid_kit.data.batch_transforms import (
     BatchAugmentConfig,
     batch_train_augment,
@@ -13,7 +14,6 @@ from agreid_kit.data.batch_transforms import (
     normalise_uint8,
     random_pad_crop,
 )
-from agreid_kit.data import transforms as tfm
 from agreid_kit.data.transforms import TransformConfig, resize_uint8, train_transform
 
 H, W, N = 64, 32, 1500
@@ -109,9 +109,11 @@ def test_same_generator_same_batch_and_no_augmentation_is_the_test_transform():
     # the test transform equals torchvision's Resize -> ToTensor -> Normalize exactly
     from torchvision import transforms as T
 
-    tv = T.Compose([T.Resize((H, W), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
+    tv = T.Compose([T.Resize((H, W), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                    T.Normalize((0.5,) * 3, (0.5,) * 3)])
     big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 64, 3), dtype=np.uint8))
     torch.testing.assert_close(tfm.test_transform(TransformConfig((H, W)))(big), tv(big), rtol=0, atol=1e-6)
-    assert torch.equal(normalise_uint8(resize_uint8(big, (H, W)), (0.5,) * 3, (0.5,) * 3), tfm.test_transform(TransformConfig((H, W)))(big))
+    assert torch.equal(normalise_uint8(resize_uint8(big, (H, W)), (0.5,) * 3, (0.5,) * 3),
+                       tfm.test_transform(TransformConfig((H, W)))(big))
     with pytest.raises(TypeError, match="uint8"):
         normalise_uint8(torch.zeros(1, 3, 2, 2), (0.5,) * 3, (0.5,) * 3)

@@ -14,7 +14,8 @@ def touch(path: Path) -> None:
 
 
 V1 = {
-    "bounding_box_train": ["P0001T04041A0C0F31.jpg", "P0001T04041A0C3F61.jpg", "P0002T04041A1C0F10.jpg", "P0002T04041A1C3F20.jpg"],
+    "bounding_box_train": ["P0001T04041A0C0F31.jpg", "P0001T04041A0C3F61.jpg", "P0002T04041A1C0F10.jpg",
+                           "P0002T04041A1C3F20.jpg"],
     "query_all_c0": ["P0000T02140A0C0F91.jpg", "P0003T02140A2C0F5.jpg"],
     "bounding_box_test_all_c3": ["P0000T02140A0C3F691.jpg", "P0003T02140A2C3F7.jpg", "P0004T02140A0C3F8.jpg"],
     "query_all_c3": ["P0000T02140A0C3F751.jpg"],
@@ -57,7 +58,8 @@ def test_v1_attributes_mat(tmp_path):
     root = make_v1(tmp_path / "v1")
     table = {
         "train": {"image_index": np.array([1040410, 2040411]), "gender": np.array([1, 2]), "hat": np.array([2, 2])},
-        "test": {"image_index": np.array([21400, 3021402, 4021400]), "gender": np.array([2, 1, 1]), "hat": np.array([1, 1, 2])},
+        "test": {"image_index": np.array([21400, 3021402, 4021400]), "gender": np.array([2, 1, 1]),
+                 "hat": np.array([1, 1, 2])},
     }
     savemat(root / "qut_attribute_v4_88_attributes.mat", {"qut_attribute": table})
     s = load_dataset("agreid_v1", root, "A->G")
@@ -107,9 +109,12 @@ def make_v2(root: Path) -> Path:
         for n in names:
             touch(root / sub / n[:13] / n)
     lists = {
-        "exp1_aerial_to_cctv.txt": ["query/P0000T02140A0/P0000T02140A0C0F91.jpg", "gallery/P0000T02140A0/P0000T02140A0C3F691.jpg"],
-        "exp2_aerial_to_wearable.txt": ["query/P0000T02140A0/P0000T02140A0C0F91.jpg", "gallery/P0000T02140A0/P0000T02140A0C2F693.jpg"],
-        "exp4_cctv_to_aerial.txt": ["query/P0000T02140A0/P0000T02140A0C3F92.jpg", "gallery/P0000T02140A0/P0000T02140A0C0F11.jpg"],
+        "exp1_aerial_to_cctv.txt": ["query/P0000T02140A0/P0000T02140A0C0F91.jpg",
+                                    "gallery/P0000T02140A0/P0000T02140A0C3F691.jpg"],
+        "exp2_aerial_to_wearable.txt": ["query/P0000T02140A0/P0000T02140A0C0F91.jpg",
+                                        "gallery/P0000T02140A0/P0000T02140A0C2F693.jpg"],
+        "exp4_cctv_to_aerial.txt": ["query/P0000T02140A0/P0000T02140A0C3F92.jpg",
+                                    "gallery/P0000T02140A0/P0000T02140A0C0F11.jpg"],
         "exp5_wearable_to_aerial.txt": [
             "query/P0003T02140A2/P0003T02140A2C2F5.jpg", "", "gallery/P0003T02140A2/P0003T02140A2C0F7.jpg",
             "gallery/P0000T02140A0/P0000T02140A0C0F11.jpg",
@@ -127,7 +132,8 @@ def test_v2_protocols(tmp_path, doubled):
     s = load_dataset("agreid_v2", root, "A->C")
     assert s.root == str(inner.resolve()) and s.num_views == 3
     assert len(s.train) == 3 and sorted({r.view for r in s.train}) == [0, 1, 2]
-    assert [(r.view, r.raw_camid) for r in s.query] == [(0, 0)] and [(r.view, r.raw_camid) for r in s.gallery] == [(1, 3)]
+    assert [(r.view, r.raw_camid) for r in s.query] == [(0, 0)]
+    assert [(r.view, r.raw_camid) for r in s.gallery] == [(1, 3)]
     assert [r.view for r in load_dataset("agreid_v2", root, "A->W").gallery] == [2]
     assert [r.view for r in load_dataset("agreid_v2", root, "C->A").query] == [1]
     w = load_dataset("agreid_v2", root, "W->A")
@@ -139,7 +145,8 @@ def test_v2_bad_inputs(tmp_path):
     root = make_v2(tmp_path / "v2")
     with (root / "exp1_aerial_to_cctv.txt").open("a") as fh:
         fh.write("gallery/P0009T02140A0/P0009T02140A0C3F1.jpg\n")
-    with pytest.raises(DatasetError, match=r"exp1_aerial_to_cctv.txt:3: listed image .*P0009T02140A0C3F1.jpg does not exist"):
+    with pytest.raises(DatasetError,
+                       match=r"exp1_aerial_to_cctv.txt:3: listed image .*P0009T02140A0C3F1.jpg does not exist"):
         load_dataset("agreid_v2", root, "A->C")
     (root / "exp2_aerial_to_wearable.txt").unlink()
     with pytest.raises(DatasetError, match="exp2_aerial_to_wearable.txt is missing. Expected layout"):

@@ -43,7 +43,8 @@ def test_all_and_view_filters(tmp_path):
     assert (cam2.pid, cam2.camid, cam2.view, cam2.time) == (10, 1, 0, "day")  # camid = n - 1
     assert next(r for r in s.gallery if r.raw_camid == 12).view == 1  # Cam6-13 ground
     aa = load_dataset("cargo", root, "A<->A")
-    assert names(aa.query) == ["Cam2_day_10_0", "Cam4_day_11_2"] and names(aa.gallery) == ["Cam1_day_10_3", "Cam5_day_11_6"]
+    assert names(aa.query) == ["Cam2_day_10_0", "Cam4_day_11_2"]
+    assert names(aa.gallery) == ["Cam1_day_10_3", "Cam5_day_11_6"]
     gg = load_dataset("cargo", root, "G<->G")
     assert names(gg.query) == ["Cam7_night_10_1"] and len(gg.gallery) == 3
     ag = load_dataset("cargo", root, "A->G")
@@ -66,7 +67,8 @@ def test_strict_equals_pooled_directions(tmp_path):
     strict = load_dataset("cargo", root, "A<->G-strict")
     assert strict.options["gallery_rules"] == [["exclude_same", "view"]]
     assert ranking_inputs(strict)["gallery_rules"][0][0] == "exclude_same"
-    feats = {r.path: torch.randn(8, generator=torch.Generator().manual_seed(i)) for i, r in enumerate(strict.test_records)}
+    feats = {r.path: torch.randn(8, generator=torch.Generator().manual_seed(i)) for i,
+             r in enumerate(strict.test_records)}
 
     def run(split):
         qf = torch.stack([feats[r.path] for r in split.query])
@@ -117,5 +119,6 @@ def test_bad_inputs(tmp_path):
     import shutil
 
     shutil.rmtree(root / "gallery")
-    with pytest.raises(DatasetError, match="CARGO gallery set: folder .*gallery is missing. Expected layout:\nROOT/\n  train/Cam"):
+    with pytest.raises(DatasetError,
+                       match="CARGO gallery set: folder .*gallery is missing. Expected layout:\nROOT/\n  train/Cam"):
         load_dataset("cargo", root, "ALL")

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,7 +22,8 @@ def write_list(path: Path, lines: list[str], root: Path) -> None:
 
 
 def make_lagper(root: Path) -> Path:
-    for rel in ["s1/0001_c3_0001.jpg", "s1/0001_c1_0002.jpg", "s5/0002_c13_0001.jpg", "s5/0002_c11_0005.jpg", "s5/-1_c12_0009.jpg"]:
+    for rel in ["s1/0001_c3_0001.jpg", "s1/0001_c1_0002.jpg", "s5/0002_c13_0001.jpg", "s5/0002_c11_0005.jpg",
+                "s5/-1_c12_0009.jpg"]:
         touch(root / "bounding_box_train" / rel)
     a2g = ["query/0010_c3_0001.jpg", "bounding_box_test/0010_c1_0002.jpg", "bounding_box_test/-1_c2_0003.jpg"]
     g2a = ["query/0010_c1_0002.jpg", "bounding_box_test/0010_c22_0004.jpg"]
@@ -39,7 +39,8 @@ def test_lagper_protocols(tmp_path):
     root = make_lagper(tmp_path / "LAGPeR")
     s = load_dataset("lagper", root, "A->G")
     # pid -1 is dropped from training and counted
-    assert len(s.train) == 4 and s.options["train_dropped_pid_minus1"] == 1 and s.options["list_file"] == "exp3_A2G+.txt"
+    assert len(s.train) == 4 and s.options["train_dropped_pid_minus1"] == 1
+    assert s.options["list_file"] == "exp3_A2G+.txt"
     assert [(r.pid, r.raw_camid, r.camid, r.view) for r in s.query] == [(10, 3, 3, 0)]
     assert [(r.pid, r.view) for r in s.gallery] == [(10, 1), (-1, 1)] and s.options["test_images_pid_minus1"] == 1
     cams = {r.raw_camid: (r.camid, r.view, r.scene) for r in s.train}
@@ -76,7 +77,8 @@ def test_g2aps(tmp_path):
     root = tmp_path / "G2APS"
     for rel in ["a/0001_c0v1_01.jpg", "a/0001_c2v1_02.jpg", "b/0002_c1v3_01.jpg"]:
         touch(root / "bounding_box_train" / rel)
-    write_list(root / "exp3_A2G+.txt", ["query/0005_c0v2_01.jpg", "gallery/0005_c3v2_02.jpg", "gallery/0006_c1v2_02.jpg"], root)
+    write_list(root / "exp3_A2G+.txt",
+               ["query/0005_c0v2_01.jpg", "gallery/0005_c3v2_02.jpg", "gallery/0006_c1v2_02.jpg"], root)
     write_list(root / "exp4_G2A+.txt", ["query/0005_c3v2_02.jpg", "gallery/0005_c0v2_01.jpg"], root)
     s = load_dataset("g2aps", root, "A->G")
     assert len(s.train) == 3 and sorted({r.pid for r in s.train}) == [0, 1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agreid_kit.data.records import DatasetSplit, Record
-from agreid_kit.diffusion.config import Stage2Config, Stage2ModelConfig, latent_shape
+from agreid_kit.diffusion.config import Stage2ModelConfig, latent_shape
 from agreid_kit.diffusion.model import SDReIDStage2
 from agreid_kit.features import FeatureSet
 
@@ -42,7 +42,8 @@ def _stage1_tensors(records: list[Record], dim: int, layers: int, num_views: int
     def one():
         noise = 0.5 * torch.randn(len(records), dim, generator=g)
         prebn = ids[pid] + view_dirs[view] + noise
-        id_cond = torch.stack([ids[pid] * (i + 1) / layers + 0.5 * torch.randn(len(records), dim, generator=g) for i in range(layers)], 1)
+        id_cond = torch.stack(
+            [ids[pid] * (i + 1) / layers + 0.5 * torch.randn(len(records), dim, generator=g) for i in range(layers)], 1)
         token = view_dirs[view] + 0.3 * torch.randn(len(records), dim, generator=g)
         return {"prebn": prebn, "id_cond": id_cond, "view_token": token}
 
@@ -89,7 +90,8 @@ def test_shapes_for_several_widths(dim):
     latent = latent_shape(dim)
     assert latent[0] == 4 and latent[0] * latent[1] * latent[2] == dim
     b = 3
-    eps = model(torch.randn(b, *latent), torch.tensor([1, 50, 999]), torch.randn(b, 3, dim), torch.randn(b, dim), torch.randn(b, dim))
+    eps = model(torch.randn(b, *latent), torch.tensor([1, 50, 999]), torch.randn(b, 3, dim), torch.randn(b, dim),
+                torch.randn(b, dim))
     assert eps.shape == (b, *latent)
     assert model.context(torch.randn(b, 3, dim), torch.randn(b, dim)).shape == (b, 4, dim)
 
@@ -110,14 +112,17 @@ def test_vrd_residual_shapes_match_every_unet_level(mechanism, location):
     cfg = Stage2ModelConfig(dim=dim, num_id_layers=2, vrd_mechanism=mechanism, vrd_location=location, **TINY_UNET)
     model = SDReIDStage2(cfg).eval()
     # Make the heads non-zero so the residuals actually change the output.
-    for p in list(model.vrd_down.parameters() if model.vrd_down else []) + list(model.vrd_up.parameters() if model.vrd_up else []):
+    for p in list(
+        model.vrd_down.parameters() if model.vrd_down else []) + list(
+            model.vrd_up.parameters() if model.vrd_up else []):
         torch.nn.init.normal_(p, std=0.5)
     b = 2
     token = torch.randn(b, dim)
     res = model.residuals(token)
     seen = []
     hooks = [blk.register_forward_hook(lambda m, i, o: seen.append(o)) for blk in model.unet.down_blocks]
-    x, t, ctx = torch.randn(b, 4, 8, 6), torch.tensor([10, 10]), model.context(torch.randn(b, 2, dim), torch.randn(b, dim))
+    x, t = torch.randn(b, 4, 8, 6), torch.tensor([10, 10])
+    ctx = model.context(torch.randn(b, 2, dim), torch.randn(b, dim))
     out_with = model.denoise(x, t, ctx, res)
     for h in hooks:
         h.remove()
@@ -164,7 +169,8 @@ def test_null_context_used_in_training_dropout_and_sampling(monkeypatch):
     monkeypatch.setattr(model, "denoise", spy)
     b = 4
     drop = torch.tensor([True, False, True, False])
-    model(torch.randn(b, 4, 4, 2), torch.tensor([5] * b), torch.randn(b, 3, 32), torch.randn(b, 32), torch.randn(b, 32), drop=drop)
+    model(torch.randn(b, 4, 4, 2), torch.tensor([5] * b), torch.randn(b, 3, 32), torch.randn(b, 32),
+          torch.randn(b, 32), drop=drop)
     null = model.learner.null_context[0]
     assert torch.equal(seen[0][0], null) and torch.equal(seen[0][2], null)
     assert not torch.allclose(seen[0][1], null)
@@ -172,7 +178,8 @@ def test_null_context_used_in_training_dropout_and_sampling(monkeypatch):
     from agreid_kit.diffusion.sample import generate_latent_features
 
     seen.clear()
-    generate_latent_features(model, torch.randn(3, 3, 32), [0, 1], tau=2, guidance=2.0, num_train_timesteps=100, progress=False)
+    generate_latent_features(model, torch.randn(3, 3, 32), [0, 1], tau=2, guidance=2.0, num_train_timesteps=100,
+                             progress=False)
     assert len(seen) == 2  # one batched UNet call per step
     ctx = seen[0]
     assert ctx.shape[0] == 2 * 2 * 3  # both CFG branches x 2 views x 3 images
@@ -187,7 +194,8 @@ def test_sampling_is_deterministic_and_chunk_independent(sampler, spacing):
     torch.manual_seed(0)
     model = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, **TINY_UNET)).eval()
     idc = torch.randn(6, 3, 32)
-    kw = dict(views=[0, 1], tau=3, guidance=2.0, sampler=sampler, timestep_spacing=spacing, num_train_timesteps=200, seed=7, progress=False)
+    kw = dict(views=[0, 1], tau=3, guidance=2.0, sampler=sampler, timestep_spacing=spacing, num_train_timesteps=200,
+              seed=7, progress=False)
     a = generate_latent_features(model, idc, batch_size=6, **kw)
     b = generate_latent_features(model, idc, batch_size=6, **kw)
     assert set(a) == {0, 1} and a[0].shape == (6, 32)
@@ -213,7 +221,8 @@ def test_conditions_are_standardised_with_training_statistics():
     twin.load_state_dict(model.state_dict())
     twin.fit_condition_spaces(shifted_idc, shifted_tokens)
     with torch.no_grad():
-        assert torch.allclose(model.context(idc[:4], tokens[:4]), twin.context(shifted_idc[:4], shifted_tokens[:4]), atol=1e-4)
+        assert torch.allclose(model.context(idc[:4], tokens[:4]),
+                              twin.context(shifted_idc[:4], shifted_tokens[:4]), atol=1e-4)
         a, b = model.residuals(tokens[:4]), twin.residuals(shifted_tokens[:4])
         for ra, rb in zip(a["down_intrablock_additional_residuals"], b["down_intrablock_additional_residuals"]):
             assert torch.allclose(ra, rb, atol=1e-4)
@@ -272,8 +281,8 @@ def test_cached_cross_attention_matches_the_unet_and_is_removed_after(guidance, 
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
-    from agreid_kit.diffusion.sample import generate_latent_features, parse_views
     from agreid_kit.diffusion.loading import load_stage1
+    from agreid_kit.diffusion.sample import generate_latent_features, parse_views
     from agreid_kit.diffusion.unet import sd_unet_config_path
 
     model = SDReIDStage2(Stage2ModelConfig(dim=32, num_id_layers=3, **TINY_UNET)).eval()
@@ -310,5 +319,6 @@ def test_sd_folder_preset_trains_only_up_cross_attention_kv(tmp_path):
     assert all(p.requires_grad for p in model.learner.parameters())
     ctx = model.context(torch.randn(2, 3, 32), torch.randn(2, 32))
     assert ctx.shape == (2, 4, 24)  # the learner maps D = 32 to the UNet's cross-attention width
-    eps = model(torch.randn(2, 4, 4, 2), torch.tensor([3, 9]), torch.randn(2, 3, 32), torch.randn(2, 32), torch.randn(2, 32))
+    eps = model(torch.randn(2, 4, 4, 2), torch.tensor([3, 9]), torch.randn(2, 3, 32), torch.randn(2, 32),
+                torch.randn(2, 32))
     assert eps.shape == (2, 4, 4, 2)

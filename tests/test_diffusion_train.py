@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from test_diffusion import TINY_UNET, fake_split, make_stage1_run
 
 from agreid_kit.diffusion.config import Stage2Config
 from agreid_kit.features import FeatureSet
-from test_diffusion import TINY_UNET, fake_split, make_stage1_run
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -208,21 +208,23 @@ def test_stage2_honours_threads_and_restores_them(stage1, tmp_path, monkeypatch)
 
     seen = []
     real = train_mod._train_stage2
-    monkeypatch.setattr(train_mod, "_train_stage2", lambda cfg, progress: seen.append(torch.get_num_threads()) or real(cfg, progress))
+    monkeypatch.setattr(train_mod, "_train_stage2", lambda cfg,
+                        progress: seen.append(torch.get_num_threads()) or real(cfg, progress))
     before = torch.get_num_threads()
     train_mod.train_stage2(_cfg(stage1, tmp_path / "t", epochs=1, threads=2), progress=False)
     assert seen == [2] and torch.get_num_threads() == before
-    from agreid_kit.cli.train import register  # the CLI passes --threads through to the stage-2 config
     import argparse
+
+    from agreid_kit.cli.train import register  # the CLI passes --threads through to the stage-2 config
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    args = parser.parse_args(["train", "--method", "sdreid-stage2", "--stage1", str(stage1), "--out", str(tmp_path / "c"),
+    args = parser.parse_args(["train", "--method", "sdreid-stage2", "--stage1", str(stage1), "--out",
+                              str(tmp_path / "c"),
                               "--threads", "2", "--epochs", "1", "--no-generate"])
-    captured = {}
-    monkeypatch.setattr(train_mod, "train_stage2", lambda cfg, progress=True: captured.setdefault("cfg", cfg) and tmp_path)
-    train_mod.main_from_args(args)
-    assert captured["cfg"].threads == 2
+    from agreid_kit.cli.train import stage2_config_from_args
+
+    assert stage2_config_from_args(args).threads == 2
 
 
 def test_rerun_with_other_settings_is_refused_not_mixed(stage1, tmp_path):
@@ -247,7 +249,8 @@ def test_stage2_validates_on_the_identities_stage1_held_out(tmp_path):
     train_fs.meta = {**train_fs.meta, "val_pids": [4, 5]}
     train_fs.save(run / "features" / "train")
     fit, val_split, val_rows = stage2_validation_rows(train_fs)
-    assert {train_fs.records[i].pid for i in val_rows} == {4, 5} and {train_fs.records[i].pid for i in fit} == {0, 1, 2, 3}
+    assert {train_fs.records[i].pid for i in val_rows} == {4, 5}
+    assert {train_fs.records[i].pid for i in fit} == {0, 1, 2, 3}
     assert {r.pid for r in val_split.query} == {4, 5} and len(val_split.query) + len(val_split.gallery) == len(val_rows)
     out = train_stage2(_cfg(run, tmp_path / "v", epochs=2, val_every=1, tau=2), progress=False)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -263,7 +266,8 @@ def test_paper_preset_uses_the_papers_vrd_location_and_weight_decay(stage1, tmp_
     from agreid_kit.diffusion.train import build_model_config
 
     s1 = load_stage1(stage1)
-    paper = Stage2Config(stage1=str(stage1), out=str(tmp_path / "p"), preset="paper", model={"unet_path": str(tmp_path)})
+    paper = Stage2Config(stage1=str(stage1), out=str(tmp_path / "p"), preset="paper",
+                         model={"unet_path": str(tmp_path)})
     assert paper.weight_decay == 0.1 and paper.lr == 1e-4 and paper.epochs == 120
     assert build_model_config(paper, s1).vrd_location == "both"
     cpu = Stage2Config(stage1=str(stage1), out=str(tmp_path / "c"), preset="cpu")
@@ -272,3 +276,39 @@ def test_paper_preset_uses_the_papers_vrd_location_and_weight_decay(stage1, tmp_
     assert build_model_config(mine, s1).vrd_location == "none"  # the user's option wins over the preset's
     with pytest.raises(ValueError, match="preset must be one of"):
         Stage2Config(stage1=str(stage1), out=str(tmp_path / "x"), preset="gpu")
+
+
+def test_load_run_reads_a_stage2_run(trained, stage1):
+    from agreid_kit.diffusion.config import Stage2RunConfig
+    from agreid_kit.diffusion.model import SDReIDStage2
+    from agreid_kit.run import load_run
+
+    run = load_run(trained)
+    assert run.method == "sdreid-stage2" and run.method_spec.kind == "stage2"
+    assert isinstance(run.config, Stage2RunConfig) and run.config.stage1 == str(stage1.resolve())
+    assert run.data == "synthag:nowhere" and run.protocol == "ALL" and run.last_epoch() == 5
+    assert isinstance(run.model, SDReIDStage2) and not run.model.training
+    assert json.loads((trained / "config.json").read_text())["config_class"] == "Stage2RunConfig"
+
+
+def test_cli_resumes_stage2_like_stage1(stage1, tmp_path, capsys):
+    """`--resume` continues a stage-2 run from --out alone with its own settings; another setting is an error
+    naming the flag; without --resume a run folder is continued only with a deprecation note."""
+    from agreid_kit.cli import main
+    from agreid_kit.run import Run
+
+    out = tmp_path / "cli"
+    base = ["train", "--method", "sdreid-stage2", "--stage1", str(stage1), "--out", str(out), "--epochs", "1",
+            "--batch-size", "36", "--no-generate", "--threads", "1", "--model-opt", "unet_channels=[8,8,8]",
+            "--model-opt", "unet_norm_groups=4"]
+    assert main(base) == 0
+    assert Run(out).last_epoch() == 1 and Run(out).config.model["unet_channels"] == [8, 8, 8]
+    assert main(["train", "--out", str(out), "--resume", "--seed", "5"]) == 2
+    assert "--seed" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert Run(out).last_epoch() == 2
+    capsys.readouterr()
+    assert main([*base[:base.index("--epochs")], "--epochs", "3", *base[base.index("--epochs") + 2:]]) == 0
+    assert "without --resume is deprecated" in capsys.readouterr().err and Run(out).last_epoch() == 3
+    assert main([*base, "--no-resume"]) == 0  # the old spelling of --overwrite: trained again from scratch
+    assert "--no-resume is deprecated; use --overwrite" in capsys.readouterr().err and Run(out).last_epoch() == 1

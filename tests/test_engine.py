@@ -1,7 +1,6 @@
 """Training engine: sampler, schedule, validation carve-out, checkpoints, exact resume, run layout, CLI."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -87,7 +86,8 @@ def test_pk_sampler_batches_and_determinism():
     assert list(PKBatchSampler(pids, 4, 4, seed=7)) == batches
     s.set_epoch(1)
     assert list(s) != batches
-    s0, s1 = PKBatchSampler(pids, 4, 4, 7, num_replicas=2, rank=0), PKBatchSampler(pids, 4, 4, 7, num_replicas=2, rank=1)
+    s0 = PKBatchSampler(pids, 4, 4, 7, num_replicas=2, rank=0)
+    s1 = PKBatchSampler(pids, 4, 4, 7, num_replicas=2, rank=1)
     assert not set(map(tuple, s0)) & set(map(tuple, s1))
     with pytest.raises(ValueError, match="fewer than P=12"):
         PKBatchSampler(pids, p=12, k=2)
@@ -98,7 +98,9 @@ def test_pk_sampler_batches_and_determinism():
 def test_warmup_cosine_schedule_values():
     from agreid_kit.engine.schedule import warmup_cosine_factor
 
-    f = lambda it: warmup_cosine_factor(it, total_iters=110, warmup_iters=10, warmup_factor=0.01, min_ratio=0.0002)
+    def f(it):
+        return warmup_cosine_factor(it, total_iters=110, warmup_iters=10, warmup_factor=0.01, min_ratio=0.0002)
+
     assert f(0) == pytest.approx(0.01)
     assert f(5) == pytest.approx(0.01 + 0.99 * 0.5)
     assert f(10) == pytest.approx(1.0)
@@ -170,7 +172,7 @@ def test_dataset_maps_attribute_values_through_the_vocabulary(tmp_path):
 
 # ---- end to end -----------------------------------------------------------------------------
 def _metrics_rows(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
 
 
@@ -194,7 +196,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(cargo_root, tmp_path):
     train(cfg, split=split, resume=True)
 
     assert _metrics_rows(full) == _metrics_rows(tmp_path / "resumed")
-    assert json.loads((full / "metrics.json").read_text()) == json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert json.loads((full / "metrics.json").read_text()) == resumed
     a = torch.load(full / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)["model"]
     for k in a:
@@ -230,11 +233,13 @@ def test_run_layout_features_and_evaluation(cargo_root, tmp_path):
 
     split = load(cargo_root)
     run_dir = train(tiny_config(tmp_path / "run", method="sdreid", epochs=2), split=split)
-    for name in ("config.json", "log.jsonl", "log.csv", "metrics.json", "checkpoints/last.pt", "checkpoints/epoch_002.pt"):
+    for name in ("config.json", "log.jsonl", "log.csv", "metrics.json", "checkpoints/last.pt",
+                 "checkpoints/epoch_002.pt"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "checkpoints" / "epoch_001.pt").exists()  # keep_epoch_checkpoints=1
     rows = _metrics_rows(run_dir)
-    assert {"loss_ce", "loss_triplet", "loss_view", "loss_total", "lr", "val_rank1", "val_mAP", "val_mINP"} <= set(rows[-1])
+    assert {"loss_ce", "loss_triplet", "loss_view", "loss_total", "lr", "val_rank1", "val_mAP",
+            "val_mINP"} <= set(rows[-1])
     train_fs = FeatureSet.load(run_dir / "features" / "train")
     assert len(train_fs) == len(split.train)
     for name in ("prebn", "id_cond", "view_token", "features_flip", "prebn_flip", "id_cond_flip", "view_token_flip"):
@@ -275,16 +280,17 @@ def test_bad_inputs_are_clear_errors(cargo_root, tmp_path):
     cfg["method"] = "sdreid"
     cfg["out"] = str(tmp_path / "d")
     (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
-    from agreid_kit.engine.config import TrainConfig
+    from agreid_kit.run import Run
 
     with pytest.raises(ValueError, match="trained with method 'vit', not 'sdreid'"):
-        train(TrainConfig.from_dict(cfg), split=split, resume=True)
+        train(Run(tmp_path / "d").config, split=split, resume=True)
     from agreid_kit.engine.checkpoint import load_model_state
     from agreid_kit.models import create_model
 
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
     with pytest.raises(ValueError, match="does not match this model"):
-        load_model_state(create_model("sdreid", "cpu", num_classes=8, **TINY_MODEL), state, run / "checkpoints" / "last.pt")
+        load_model_state(create_model("sdreid", "cpu", num_classes=8, **TINY_MODEL), state,
+                         run / "checkpoints" / "last.pt")
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         from agreid_kit.engine import load_run
 

@@ -8,14 +8,16 @@ from agreid_kit.cli import main
 
 pytestmark = pytest.mark.slow
 
-TINY_OPTS = ["--pretrained", "none", "--model-opt", "embed_dim=32", "--model-opt", "depth=2", "--model-opt", "num_heads=2", "--model-opt", "img_size=[64,32]"]
+TINY_OPTS = ["--pretrained", "none", "--model-opt", "embed_dim=32", "--model-opt", "depth=2", "--model-opt",
+             "num_heads=2", "--model-opt", "img_size=[64,32]"]
 
 
 @pytest.fixture(scope="module")
 def synthag_tiny(tmp_path_factory):
     from agreid_kit.synth.generate import render_dataset
 
-    return render_dataset("tiny", tmp_path_factory.mktemp("synthag") / "tiny", seed=0, workers=1, progress=False, difficulty=False)
+    return render_dataset("tiny", tmp_path_factory.mktemp("synthag") / "tiny", seed=0, workers=1, progress=False,
+                          difficulty=False)
 
 
 def test_train_extract_evaluate_cli(synthag_tiny, tmp_path, capsys):
@@ -23,7 +25,7 @@ def test_train_extract_evaluate_cli(synthag_tiny, tmp_path, capsys):
     args = [
         "train", "--method", "sdreid", "--data", f"synthag:{synthag_tiny}", "--protocol", "ALL",
         "--eval-protocols", "ALL", "A<->G", "--preset", "cpu", "--out", str(run), "--epochs", "1",
-        "--batch", "4", "2", "--num-workers", "0", "--max-iters-per-epoch", "3", "--threads", "1", *TINY_OPTS,
+        "--batch-size", "4", "2", "--num-workers", "0", "--max-iters-per-epoch", "3", "--threads", "1", *TINY_OPTS,
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -61,7 +63,8 @@ def test_cli_bad_inputs_name_the_thing(synthag_tiny, tmp_path, capsys):
 
 def _tiny_train(synthag_tiny, out, *extra):
     return ["train", "--method", "vit", "--data", f"synthag:{synthag_tiny}", "--preset", "cpu", "--out", str(out),
-            "--epochs", "2", "--batch", "4", "2", "--num-workers", "0", "--max-iters-per-epoch", "2", "--threads", "1",
+            "--epochs", "2", "--batch-size", "4", "2", "--num-workers", "0", "--max-iters-per-epoch", "2", "--threads",
+            "1",
             "--no-extract", *TINY_OPTS, *extra]
 
 

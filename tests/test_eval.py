@@ -114,7 +114,8 @@ def test_cosine_and_euclidean_on_normalised_rank_alike():
     a, b = evaluate_ranking(cos, qp, gp, qc, gc), evaluate_ranking(euc, qp, gp, qc, gc)
     assert np.array_equal(a.cmc, b.cmc) and np.allclose(a.ap, b.ap, equal_nan=True)
     # raw (unnormalised) Euclidean is a different ranking on these features
-    assert not np.allclose(a.ap, evaluate_ranking(compute_distance(qf, gf, "euclidean"), qp, gp, qc, gc).ap, equal_nan=True)
+    assert not np.allclose(a.ap, evaluate_ranking(compute_distance(qf, gf, "euclidean"), qp, gp, qc, gc).ap,
+                           equal_nan=True)
 
 
 def test_compute_distance_values():
@@ -122,7 +123,8 @@ def test_compute_distance_values():
     g = torch.tensor([[0.0, 2.0], [6.0, 8.0]])
     # cosine: q0.g0 = 0 -> 1; q0.g1 = 6/10 -> 0.4; q1.g0 = 8/10 -> 0.2; q1 // g1 -> 0
     # euclidean: |(1,-2)| = sqrt 5, |(-5,-8)| = sqrt 89, |(3,2)| = sqrt 13, |(-3,-4)| = 5
-    torch.testing.assert_close(compute_distance(q, g, "cosine"), torch.tensor([[1.0, 0.4], [0.2, 0.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(compute_distance(q, g, "cosine"), torch.tensor([[1.0, 0.4], [0.2, 0.0]]),
+                               atol=1e-6, rtol=0)
     torch.testing.assert_close(compute_distance(q, g, "euclidean"), torch.tensor([[5**0.5, 89**0.5], [13**0.5, 5.0]]))
     with pytest.raises(ValueError, match="unknown metric 'l1'"):
         compute_distance(q, g, "l1")
@@ -264,7 +266,8 @@ def test_rank_row_equals_the_evaluator_on_each_row(levels, rules):
         assert np.all((np.diff(d) > 0) | ((np.diff(d) == 0) & (np.diff(rk.order) > 0)))
         assert len(rk.order) + rk.n_excluded == 250
         assert np.array_equal(rk.match, (gp[rk.order] == qp[i]) & ~rk.junk)
-        assert not (rk.junk & rk.match).any() and rk.junk.sum() == ((gp[rk.order] == qp[i]) & (gc[rk.order] == qc[i])).sum()
+        assert not (rk.junk & rk.match).any()
+        assert rk.junk.sum() == ((gp[rk.order] == qp[i]) & (gc[rk.order] == qc[i])).sum()
 
 
 def test_rank_row_hand_case_and_top_items():

@@ -19,7 +19,8 @@ def test_vial_hnm_by_hand():
     assert vial_hnm_loss(FEATS, PIDS).item() == pytest.approx((POS + 0.3) / 2, abs=1e-6)
     assert POS == pytest.approx(0.4099574, abs=1e-6)
     # features are normalised first: scaling changes nothing
-    assert vial_hnm_loss(FEATS * torch.tensor([[3.0], [0.5], [7.0]]), PIDS).item() == pytest.approx((POS + 0.3) / 2, abs=1e-6)
+    assert vial_hnm_loss(FEATS * torch.tensor([[3.0], [0.5], [7.0]]),
+                         PIDS).item() == pytest.approx((POS + 0.3) / 2, abs=1e-6)
     # M = 0.1: the threshold 0.9 leaves no hard negative; N_T = 1
     assert vial_hnm_loss(FEATS, PIDS, margin=0.1).item() == pytest.approx(POS, abs=1e-6)
     # VIAL without HNM: the positive term alone

@@ -7,7 +7,8 @@ import warnings
 import pytest
 import torch
 
-from agreid_kit.models import create_model, model_from_config
+from agreid_kit.models import available_methods, create_model, model_class, model_from_config
+from agreid_kit.models.vit import ViTReIDConfig
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=(64, 32), pretrained=None)
 SVPR_TINY = dict(img_size=(64, 32), vision_width=32, vision_layers=2, vision_head_width=16, text_width=32,
@@ -115,7 +116,11 @@ def test_svpr_router_keep_count_and_refinement_stages():
 
 
 # ---- model contract ----------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["vdt", "vif", "visa"])
+# every ViT-backbone method of the method table (svpr, a CLIP model, has its own contract tests below)
+VIT_METHODS = [m for m in available_methods("engine") if issubclass(model_class(m).config_class, ViTReIDConfig)]
+
+
+@pytest.mark.parametrize("method", VIT_METHODS)
 def test_vit_methods_contract(method):
     model = create_model(method, "cpu", num_classes=3, **TINY)
     assert model.input_size == (64, 32)
@@ -173,7 +178,8 @@ def test_vif_ablation_switches():
     assert not torch.allclose(full.batch_augment(images, torch.zeros(4, dtype=torch.long)), images)
     paper = create_model("vif", "paper", num_classes=3, embed_dim=32, depth=1, num_heads=2)
     spec = paper.config.augment_spec().plrm
-    assert (spec.p_img, spec.p0, spec.patch_size, spec.centre_weight, spec.theta_max, spec.alpha) == (0.5, 0.3, 16, 0.8, 45.0, 0.5)
+    got = (spec.p_img, spec.p0, spec.patch_size, spec.centre_weight, spec.theta_max, spec.alpha)
+    assert got == (0.5, 0.3, 16, 0.8, 45.0, 0.5)
     assert (paper.config.vial_lambda, paper.config.vial_beta, paper.config.vial_margin) == (0.5, 5.0, 0.5)
     with pytest.raises(ValueError, match="augment must be one of"):
         create_model("vif", "cpu", augment="cutmix", pretrained=None)
@@ -204,7 +210,8 @@ def test_svpr_untrained_text_is_labelled_and_text_is_frozen():
     parts = model.loss(out, b)
     assert set(parts) == {"ce", "triplet", "view_ce", "orth", "total"}
     parts["total"].backward()
-    assert model.view_ctx.grad is not None and model.view_ctx.grad.abs().sum() > 0  # prompts learn through the frozen text
+    # prompts learn through the frozen text
+    assert model.view_ctx.grad is not None and model.view_ctx.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.text.frozen_parameters())
     assert all(not p.requires_grad for p in model.text.frozen_parameters())
 
@@ -348,7 +355,8 @@ def test_svpr_eq8_with_the_decoder_block():
     ref = ProgressiveRefinement(8, 2, stages=1, momentum=0.1).eval()
     block = ref.stages[0]
     assert isinstance(block, CVAttention)
-    assert isinstance(block.self_attn, torch.nn.MultiheadAttention) and block.cross is not None and block.ffn is not None
+    assert isinstance(block.self_attn,
+                      torch.nn.MultiheadAttention) and block.cross is not None and block.ffn is not None
     q, patches, cls = torch.randn(3, 8), torch.randn(3, 10, 8), torch.randn(3, 8)
     with torch.no_grad():
         out, kept = ref(q, patches, cls)
@@ -463,16 +471,35 @@ def test_svpr_paper_preset_uses_its_own_optimiser_and_cpu_stays_shared(tmp_path)
     assert make_config("sdreid-stage2", str(tmp_path), "cpu").optimizer == TRAIN_PRESETS["cpu"]["optimizer"]
 
 
-def test_register_model_checks_training_presets():
-    from agreid_kit.models.base import register_model
-    from agreid_kit.models.svpr import SVPRConfig
+def test_method_presets_are_checked_when_the_class_loads():
+    from agreid_kit.models import model_class, register_method, unregister_method
+    from agreid_kit.models.base import validate_presets
+    from agreid_kit.models.svpr import SVPR, SVPRConfig
 
+    cpu = {"cpu": {}}
     with pytest.raises(TypeError, match="shared recipe"):
-        register_model("x", SVPRConfig, {}, train_presets={"cpu": {"lr": 1.0}})
+        validate_presets("x", SVPRConfig, cpu, train_presets={"cpu": {"lr": 1.0}})
     with pytest.raises(TypeError, match=r"\['learning_rate'\] are not TrainConfig fields"):
-        register_model("x", SVPRConfig, {}, train_presets={"paper": {"learning_rate": 1.0}})
+        validate_presets("x", SVPRConfig, cpu, train_presets={"paper": {"learning_rate": 1.0}})
     with pytest.raises(TypeError, match="unknown preset 'gpu'"):
-        register_model("x", SVPRConfig, {}, train_presets={"gpu": {"lr": 1.0}})
+        validate_presets("x", SVPRConfig, cpu, train_presets={"gpu": {"lr": 1.0}})
+    with pytest.raises(TypeError, match=r"preset 'cpu': \['widht'\] are not fields of SVPRConfig"):
+        validate_presets("x", SVPRConfig, {"cpu": {"widht": 3}})
+    # the method table checks a class the first time it loads it
+    register_method("bad-svpr", "test_methods:_BadSVPR")
+    try:
+        with pytest.raises(TypeError, match="bad-svpr"):
+            model_class("bad-svpr")
+    finally:
+        unregister_method("bad-svpr")
+    assert SVPR.method == "svpr"
+
+
+class _BadSVPR:
+    from agreid_kit.models.svpr import SVPRConfig as config_class
+
+    presets = {"cpu": {}}
+    train_presets = {"cpu": {"lr": 1.0}}
 
 
 def test_paper_preset_without_weights_names_the_file_each_method_needs(tmp_path):

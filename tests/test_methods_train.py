@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from agreid_kit.features import FeatureSet
+from agreid_kit.models import available_methods
 
 # Small widths keep each run to a few seconds on 2 cores; the presets' structure is unchanged.
 SMALL_VIT = dict(embed_dim=64, depth=2, num_heads=2, pretrained=None)
 SMALL_CLIP = dict(vision_width=64, vision_layers=2, vision_head_width=32, text_width=64, text_layers=1, text_heads=2,
                   clip_embed_dim=32)
-MODEL_OPTS = {"vit": SMALL_VIT, "vdt": SMALL_VIT, "vif": SMALL_VIT, "visa": SMALL_VIT, "svpr": SMALL_CLIP}
+SMALL_OPTS = {"svpr": SMALL_CLIP}  # the methods that are not ViTs
+# every engine method of the method table but SD-ReID stage 1 (trained below as part of its pipeline)
+MODEL_OPTS = {m: SMALL_OPTS.get(m, SMALL_VIT) for m in available_methods("engine") if m != "sdreid"}
 BUDGET = dict(epochs=1, max_iters_per_epoch=2, p=4, k=4, num_workers=0, eval_batch_size=100, val_fraction=0.0)
 
 
@@ -59,7 +62,7 @@ def trained(synth_split, tmp_path_factory, svpr_engine_batches):
     return runs
 
 
-@pytest.mark.parametrize("method", ["vdt", "vif", "visa", "svpr"])
+@pytest.mark.parametrize("method", [m for m in MODEL_OPTS if m != "vit"])
 def test_method_trains_and_yields_features_and_metrics(method, trained, synth_split):
     from agreid_kit.engine.run import load_run
 
@@ -110,23 +113,25 @@ def test_compare_methods_table(trained, synth_split, tmp_path):
 
     ablation = MethodEntry("vif without PLRM", "vif", dict(SMALL_VIT, augment="none"))
     stage1 = MethodEntry("sdreid stage 1", "sdreid", dict(SMALL_VIT, depth=3))
-    methods = ["vit", "vdt", "vif", "visa", "svpr", ablation, stage1, "sdreid-stage2"]
+    methods = [*MODEL_OPTS, ablation, stage1, "sdreid-stage2"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table, fig = compare_methods(
             out=tmp_path, methods=methods, split=synth_split, budget=BUDGET, runs={m: trained[m] for m in MODEL_OPTS},
-            throughput_batch_size=16, stage2_budget=dict(epochs=1),
+            throughput_batch_size=16, stage2_budget=dict(epochs=1), seeds=[0],
         )
     assert list(table.columns) == list(COLUMNS)
-    labels = ["vit", "vdt", "vif", "visa", "svpr", "vif without PLRM", "sdreid stage 1", "sdreid stage 2"]
+    labels = [*MODEL_OPTS, "vif without PLRM", "sdreid stage 1", "sdreid stage 2"]
     assert table["method"].tolist() == labels and (table["protocol"] == "ALL").all()
-    assert table["mode"].tolist() == ["real"] * 7 + ["real+gen"]
-    assert (tmp_path / "vif_without_PLRM" / "metrics.json").is_file()  # the missing runs were trained
-    s1, s2 = table.iloc[6], table.iloc[7]
+    assert table["mode"].tolist() == ["real"] * (len(labels) - 1) + ["real+gen"]
+    assert (table["seeds"] == 1).all() and table["within_noise_of_best"].all()  # one seed: no spread, all within noise
+    assert (tmp_path / "vif_without_PLRM" / "seed0" / "metrics.json").is_file()  # the missing runs were trained
+    s1, s2 = table.iloc[-2], table.iloc[-1]
     assert s2["train_seconds"] > s1["train_seconds"] and s2["inference_images_per_s"] < s1["inference_images_per_s"]
     assert s2["feature_dim"] == 3 * s1["feature_dim"]  # real + gen:aerial + gen:ground
-    for _, row in table.iloc[:6].iterrows():
-        m = json.loads((trained.get(row["method"], tmp_path / "vif_without_PLRM") / "metrics.json").read_text())
+    for _, row in table.iloc[:-2].iterrows():
+        m = json.loads((trained.get(row["method"],
+                                    tmp_path / "vif_without_PLRM" / "seed0") / "metrics.json").read_text())
         assert row["mAP"] == pytest.approx(m["ALL"]["real"]["mAP"])
         assert row["trainable_params_M"] > 0 and row["inference_images_per_s"] > 0 and row["train_seconds"] > 0
     svpr = table[table["method"] == "svpr"].iloc[0]
@@ -134,7 +139,7 @@ def test_compare_methods_table(trained, synth_split, tmp_path):
     vit = table[table["method"] == "vit"].iloc[0]
     # the only frozen tensor of the ViT baseline is BNNeck's zero bias (embed_dim = 64 values)
     assert (vit["total_params_M"] - vit["trainable_params_M"]) * 1e6 == pytest.approx(64)
-    assert fig.data[0].type == "table" and len(fig.data[0].cells.values[0]) == 8
+    assert fig.data[0].type == "table" and len(fig.data[0].cells.values[0]) == len(labels)
     with pytest.raises(ValueError, match="needs the stage-1 method 'sdreid' earlier"):
         compare_methods(out=tmp_path, methods=["sdreid-stage2"], split=synth_split)
     with pytest.raises(ValueError, match="not among the methods"):
@@ -157,7 +162,8 @@ def test_svpr_attribute_branch_on_synthag_records(synth_split):
         model = create_model("svpr", "cpu", num_classes=20, **SMALL_CLIP, **opts)
     recs = sorted(synth_split.train, key=lambda r: (r.pid, r.path))[:8]
     tf = test_transform(TransformConfig(model.input_size, model.mean, model.std))
-    labels = [[opts["attribute_values"][a].index(str(r.attributes[n])) for a, n in enumerate(opts["attribute_names"])] for r in recs]
+    labels = [[opts["attribute_values"][a].index(str(r.attributes[n])) for a,
+               n in enumerate(opts["attribute_names"])] for r in recs]
     batch = {
         "images": torch.stack([tf(load_image(r.path)) for r in recs]),
         "pids": torch.tensor([r.pid for r in recs]),
@@ -199,3 +205,35 @@ def test_svpr_engine_run_trains_the_attribute_branch_on_synthag(trained, svpr_en
     assert [c.out_features for c in model.moe.classifiers] == [len(v) for v in opts["attribute_values"]]
     fs = FeatureSet.load(trained["svpr"] / "features" / "test")
     assert fs.dim == model.feature_dim == 4 * model.embed_dim and fs.meta["svpr_attribute_branch"] is True
+
+
+def test_compare_methods_over_seeds_reuses_only_runs_of_its_budget(synth_split, tmp_path):
+    """Two seeds per method: mean +- std per protocol, within-noise marks, and a run trained with another
+    budget is not taken for this one."""
+    from agreid_kit.compare import MethodEntry, compare_methods
+    from agreid_kit.run import Run
+
+    entries = [MethodEntry(m, m, dict(SMALL_VIT)) for m in ("vit", "vdt")]
+    result = compare_methods(out=tmp_path, methods=entries, split=synth_split, budget=BUDGET, seeds=[0, 1],
+                             throughput=False)
+    table = result.table
+    assert table["method"].tolist() == ["vit", "vdt"] and (table["seeds"] == 2).all()
+    maps = [Run(tmp_path / "vit" / f"seed{s}").read_metrics()["ALL"]["real"]["mAP"] for s in (0, 1)]
+    vit = table.iloc[0]
+    assert vit["mAP"] == pytest.approx(sum(maps) / 2)
+    assert vit["mAP_std"] == pytest.approx(abs(maps[0] - maps[1]) / math.sqrt(2))
+    best = table.loc[table["mAP"].idxmax()]
+    assert best["within_noise_of_best"]
+    assert result.results["vit"]["ALL"]["real"]["mAP"]["n"] == 2
+    assert len(result.noise) == 1 and result.noise.iloc[0]["comparison"].endswith(f"vs {best['method']}")
+    assert result.noise.iloc[0]["verdict"] in ("within noise", "a better", "b better")
+    # the same settings again: every run is reused (no checkpoint rewritten)
+    ckpt = tmp_path / "vit" / "seed0" / "checkpoints" / "last.pt"
+    before = ckpt.stat().st_mtime_ns
+    compare_methods(out=tmp_path, methods=entries[:1], split=synth_split, budget=BUDGET, seeds=[0], throughput=False)
+    assert ckpt.stat().st_mtime_ns == before
+    # another budget: that run is trained again, not reused
+    shorter = {**BUDGET, "max_iters_per_epoch": 1}
+    again = compare_methods(out=tmp_path, methods=entries[:1], split=synth_split, budget=shorter, seeds=[0],
+                            throughput=False)
+    assert Run(tmp_path / "vit" / "seed0").read_log()[-1]["iters"] == 1 and again.table.iloc[0]["iters"] == 1

@@ -93,7 +93,8 @@ def _fake_imagenet_file(tmp_path, embed_dim=32):
     import timm
     from safetensors.torch import save_file
 
-    src = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10, embed_dim=embed_dim, depth=3, num_heads=2)
+    src = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10, embed_dim=embed_dim,
+                            depth=3, num_heads=2)
     path = tmp_path / "vit_tiny_fake.safetensors"
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
     return src, path
@@ -111,7 +112,8 @@ def test_local_pretrained_weights_load_with_pos_embed_resize(tmp_path, capsys):
 
 def test_bad_pretrained_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist.*--pretrained"):
-        create_model("vit", "cpu", num_classes=3, **{**TINY, "stem": "patch", "pretrained": str(tmp_path / "nope.safetensors")})
+        create_model("vit", "cpu", num_classes=3,
+                     **{**TINY, "stem": "patch", "pretrained": str(tmp_path / "nope.safetensors")})
     _, wrong_width = _fake_imagenet_file(tmp_path, embed_dim=64)
     with pytest.raises(ValueError, match="do not fit"):
         create_model("vit", "cpu", num_classes=3, **{**TINY, "stem": "patch", "pretrained": str(wrong_width)})
@@ -131,7 +133,8 @@ def test_pretrain_exports_a_kit_init_that_the_cpu_presets_load(tmp_path, monkeyp
     from agreid_kit.engine.pretrain import PretrainConfig, pretrain
 
     tiny = dict(embed_dim=32, depth=2, num_heads=2, img_size=(64, 32))
-    cfg = PretrainConfig(name="test-init", data_root=str(tmp_path / "pre"), synth_preset="tiny", run_dir=str(tmp_path / "run"),
+    cfg = PretrainConfig(name="test-init", data_root=str(tmp_path / "pre"), synth_preset="tiny",
+                         run_dir=str(tmp_path / "run"),
                          out_dir=str(tmp_path / "weights"), threads=1, num_workers=0, model=tiny,
                          recipe=dict(epochs=1, p=4, k=2, val_fraction=0.1, val_every=1))
     weights = pretrain(cfg, progress=False)
@@ -147,7 +150,8 @@ def test_pretrain_exports_a_kit_init_that_the_cpu_presets_load(tmp_path, monkeyp
     for k, v in model.backbone.state_dict().items():
         assert torch.equal(v, saved[k]), k
     with pytest.raises(ValueError, match=r"differs in \['embed_dim'\]"):
-        create_model("vit", "cpu", num_classes=3, pretrained="kit:test-init", **{**tiny, "embed_dim": 64, "num_heads": 2})
+        create_model("vit", "cpu", num_classes=3, pretrained="kit:test-init",
+                     **{**tiny, "embed_dim": 64, "num_heads": 2})
     with pytest.raises(FileNotFoundError, match="kit init 'nothere' is not installed"):
         create_model("vit", "cpu", num_classes=3, pretrained="kit:nothere", **tiny)
     with pytest.raises(ValueError, match="seed 0 is the benchmark"):

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from _mainjob import tiny_job
+
 from agreid_kit.notebook import execute_notebook, notebooks_dir
 from agreid_kit.viz import find_browser
 
@@ -148,7 +148,8 @@ def test_view_conditions(job, tmp_path):
                                "png": png, "space": "standardised"}, tmp_path)
     s = read(tmp_path / "vc" / "view_conditions.json")
     assert s["parameters"]["space"] == "standardised"
-    assert {(r["view"], r["centre"]) for r in s["stats"]} == {(v, c) for v in ("aerial", "ground") for c in ("aerial", "ground")}
+    views = ("aerial", "ground")
+    assert {(r["view"], r["centre"]) for r in s["stats"]} == {(v, c) for v in views for c in views}
     assert all(-1.0 <= r["mean"] <= 1.0 and r["count"] > 0 for r in s["stats"])
     assert 0 < s["instances"] <= 40
     assert_figures(s["figures"], 2 if png == "require" else 1)
@@ -178,8 +179,10 @@ def test_report_notebook_ran_in_the_main_job(job):
 
 def test_compare_methods(job, tmp_path):
     runs = {"vit": job["vit"], "sdreid stage 1": job["sdreid"], "sdreid stage 2": job["stage2"]}
-    run_nb("compare_methods", {"data": job["data"], "out": str(tmp_path / "cmp"), "methods": ["vit", "sdreid", "sdreid-stage2"],
-                               "runs": runs, "protocols": ["ALL", "A<->G"], "throughput": False, "png": "skip"}, tmp_path)
+    run_nb("compare_methods",
+           {"data": job["data"], "out": str(tmp_path / "cmp"), "methods": ["vit", "sdreid", "sdreid-stage2"],
+                               "runs": runs, "protocols": ["ALL", "A<->G"], "throughput": False,
+                               "png": "skip"}, tmp_path)
     s = read(tmp_path / "cmp" / "comparison.json")
     rows = s["rows"]
     assert {(r["method"], r["protocol"]) for r in rows} == {(m, p) for m in runs for p in ("ALL", "A<->G")}

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _mainjob import tiny_job
+
 from agreid_kit import pipeline
 from agreid_kit.pipeline import STEPS, MainJobConfig, run_main_job, strip_remote_scripts
 
@@ -35,7 +35,8 @@ def test_main_job_writes_the_report_and_its_evidence(job):
 
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["steps"]) == set(STEPS)
-    assert all(s["status"] == "ran" and s["seconds"] >= 0 and s["ran_seconds"] == s["seconds"] for s in timings["steps"].values())
+    assert all(s["status"] == "ran" and s["seconds"] >= 0 and s["ran_seconds"] == s["seconds"]
+               for s in timings["steps"].values())
 
     summary = json.loads((out / "report_summary.json").read_text())
     table = summary["main_table"]
@@ -106,15 +107,25 @@ def test_forced_steps_follow_dependencies(job):
     assert pipeline._step_evaluate(cfg, forced=False) is True  # back to the job's own settings
 
 
-def test_stage2_run_of_other_model_defaults_is_not_reused(job):
+def test_stage2_run_of_other_model_defaults_is_not_reused(job, tmp_path):
     """A stage-2 run saved by a kit with other model defaults is retrained, not loaded."""
+    import shutil
+
+    from agreid_kit.diffusion.train import stage2_run_config
+    from agreid_kit.run import Run
+
     cfg, _ = job
-    saved = json.loads((cfg.run_dir("stage2") / "config.json").read_text())["model"]
-    assert pipeline._same_stage2_model(saved, {})
-    assert not pipeline._same_stage2_model({**saved, "unet_channels": [8, 8, 8]}, {})
-    older = {k: v for k, v in saved.items() if k != "standardise_conditions"}  # saved before that field existed
-    assert not pipeline._same_stage2_model(older, {})
-    assert not pipeline._same_stage2_model(None, {})
+    wanted = stage2_run_config(pipeline.stage2_config(cfg))
+    assert Run(cfg.run_dir("stage2")).is_finished(wanted)
+    saved = json.loads((cfg.run_dir("stage2") / "config.json").read_text())
+    # saved before that field existed
+    older = {k: v for k, v in saved["model"].items() if k != "standardise_conditions"}
+    for model in ({**saved["model"], "unet_channels": [8, 8, 8]}, older):
+        copy = tmp_path / f"copy{len(model)}"
+        shutil.copytree(cfg.run_dir("stage2"), copy)
+        (copy / "config.json").write_text(json.dumps({**saved, "model": model}))
+        run = Run(copy)
+        assert not run.is_finished(wanted) and any(k.startswith("model.") for k in run.settings_diff(wanted))
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _mainjob import tiny_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +48,8 @@ def test_the_readme_marks_the_notebook_examples():
 def project(tmp_path_factory):
     cfg, _ = tiny_job(tmp_path_factory)
     proj = tmp_path_factory.mktemp("readme-project")
-    shutil.copytree(ROOT / "notebooks", proj / "notebooks", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "notebooks", proj / "notebooks",
+                    ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     seed_dir = proj / "runs" / "synthag-small" / "seed0"
     seed_dir.mkdir(parents=True)
     (seed_dir / "sdreid").symlink_to(Path(cfg.run_dir("sdreid")).resolve(), target_is_directory=True)
@@ -72,7 +72,8 @@ def _translate(command: str) -> list[str]:
 @pytest.mark.parametrize("index", range(len(readme_examples())))
 def test_readme_example_runs(project, index, monkeypatch):
     monkeypatch.chdir(project)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AGREID_NOTEBOOKS": str(project / "notebooks"), "AGREID_PROGRESS": "off"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AGREID_NOTEBOOKS": str(project / "notebooks"),
+           "AGREID_PROGRESS": "off"}
     outputs = []
     for command in readme_examples()[index]:
         argv = _translate(command)

@@ -42,7 +42,8 @@ def tiny_root(tmp_path_factory) -> tuple[Path, str]:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = agreid_main(["synth", "--preset", "tiny", "--out", str(root), "--seed", "1", "--workers", "2", "--no-progress"])
+        rc = agreid_main(["synth", "--preset", "tiny", "--out", str(root), "--seed", "1", "--num-workers",
+                          "2", "--quiet"])
     assert rc == 0
     return root, buf.getvalue()
 
@@ -113,7 +114,10 @@ def test_geometry_ranges_and_images(tiny_root):
         assert 0 <= float(r["occlusion"]) <= 1 and float(r["distance"]) > 0 and 0 <= float(r["yaw"]) < 360
         assert r["time"] in ("day", "night") and f"_{r['time']}_" in r["path"]
     # Aerial crops come from far fewer native pixels than ground crops.
-    assert np.median([float(r["native_height"]) for r in aerial]) < 0.5 * np.median([float(r["native_height"]) for r in ground])
+    def native(rows):
+        return np.median([float(r["native_height"]) for r in rows])
+
+    assert native(aerial) < 0.5 * native(ground)
     assert {r["heading"] for r in ground} >= {"front", "back", "side"}
     with Image.open(root / rows[0]["path"]) as im:
         assert im.size == (128, 256) and im.format == "JPEG"
@@ -168,7 +172,8 @@ def test_deterministic_across_worker_counts_and_resume(tmp_path, monkeypatch):
     # A complete run whose manifest matches is reused without rendering anything.
     rendered.clear()
     render_dataset("tiny", tmp_path / "r", seed=5, workers=1, progress=False, difficulty=False, **SMALL_RUN)
-    assert ensure_synthag("tiny", root=tmp_path / "r", seed=5, progress=False, difficulty=False, **SMALL_RUN) == tmp_path / "r"
+    assert ensure_synthag("tiny", root=tmp_path / "r", seed=5, progress=False, difficulty=False,
+                          **SMALL_RUN) == tmp_path / "r"
     assert rendered == [] and _files(tmp_path / "r") == fa
 
 

@@ -11,11 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
+from test_analysis import tiny_featureset
 
 from agreid_kit.data.records import DatasetSplit, Record
 from agreid_kit.eval import evaluate_split
 from agreid_kit.features import FeatureSet
-from test_analysis import tiny_featureset
 
 
 def read_csv(path):
@@ -39,7 +39,8 @@ def test_rank_csv_agrees_with_the_evaluator(tmp_path, strict):
     if strict:  # a per-query gallery rule, as A<->G-strict has: the query's own view is removed
         split = replace(split, options={"gallery_rules": [["exclude_same", "view"]]})
     info = dump_ranks(fs, split, tmp_path / "out", top_k=0)
-    res = evaluate_split(split, fs.descriptor("real", fs.index_of(split.query)), fs.descriptor("real", fs.index_of(split.gallery)))
+    res = evaluate_split(split, fs.descriptor("real", fs.index_of(split.query)),
+                         fs.descriptor("real", fs.index_of(split.gallery)))
     rows = read_csv(tmp_path / "out" / "ranks.csv")
     by_q = {}
     for r in rows:
@@ -111,14 +112,16 @@ def test_camera_pairs_easy_hard_and_junk(tmp_path):
     assert cell.loc[("0", "2"), "mAP"] < 0.5 < cell.loc[("0", "1"), "mAP"]  # the hard pair
     assert math.isnan(cell.loc[("0", "0"), "mAP"]) and cell.loc[("0", "0"), "n_valid"] == 0  # all positives junk
     res = evaluate_split(split, fs.features[:12], fs.features[12:])
-    assert cell.loc[("all", "all"), "mAP"] == pytest.approx(res.mAP) and cell.loc[("all", "all"), "n_valid"] == res.n_valid
+    assert cell.loc[
+        ("all", "all"), "mAP"] == pytest.approx(res.mAP) and cell.loc[("all", "all"), "n_valid"] == res.n_valid
     assert cell.loc[("0", "all"), "rank1"] == pytest.approx(res.cmc[0])
     mat = camera_pair_matrix(df, "mAP")
     assert list(mat.index) == ["0", "all"] and list(mat.columns) == ["0", "1", "2", "all"]
     text = format_camera_matrix(df, "mAP")
     assert "-" in text.splitlines()[1] and "all" in text
     fig = camera_pair_figure(df)
-    assert isinstance(fig, go.Figure) and fig.data[0].type == "heatmap" and list(fig.data[0].x) == ["0", "1", "2", "all"]
+    assert isinstance(fig, go.Figure) and fig.data[0].type == "heatmap"
+    assert list(fig.data[0].x) == ["0", "1", "2", "all"]
     by_view = camera_pair_table(fs, split, key="view", margins=False)
     assert set(by_view["gallery_cam"]) == {"aerial", "ground"}
     # a precomputed (e.g. re-ranked) distance matrix is used as given
@@ -148,6 +151,7 @@ def test_export_npy_mat_csv_round_trip(tmp_path):
     (table,) = export_features(fs, tmp_path / "e", "csv", mode="real+gen", name="both")
     df = pd.read_csv(table)
     assert list(df.columns[:4]) == ["path", "pid", "camid", "view"]
-    np.testing.assert_allclose(df.filter(regex=r"^f\d+$").to_numpy(), fs.descriptor("real+gen").numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(df.filter(regex=r"^f\d+$").to_numpy(), fs.descriptor("real+gen").numpy(),
+                               rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="unknown format 'h5'"):
         export_features(fs, tmp_path / "e", "h5")

@@ -15,7 +15,8 @@ from agreid_kit.cli import main
 
 pytestmark = pytest.mark.slow
 
-TINY_OPTS = ["--pretrained", "none", "--model-opt", "embed_dim=32", "--model-opt", "depth=2", "--model-opt", "num_heads=2",
+TINY_OPTS = ["--pretrained", "none", "--model-opt", "embed_dim=32", "--model-opt", "depth=2",
+             "--model-opt", "num_heads=2",
              "--model-opt", "img_size=[32,16]"]
 CAMS = (1, 2, 3, 4)  # 1-2 aerial, 3-4 ground
 
@@ -58,7 +59,8 @@ def tiny_run(tmp_path_factory):
     root = make_market_images(base / "M")
     run = base / "run"
     args = ["train", "--method", "vit", "--data", f"market:{root}?aerial_cams=1,2", "--protocol", "ALL",
-            "--eval-protocols", "ALL", "A->G", "--preset", "cpu", "--out", str(run), "--epochs", "1", "--batch", "4", "2",
+            "--eval-protocols", "ALL", "A->G", "--preset", "cpu", "--out", str(run), "--epochs", "1",
+            "--batch", "4", "2",
             "--num-workers", "0", "--max-iters-per-epoch", "2", "--threads", "1", "--val-fraction", "0",
             "--image-cache", "off", *TINY_OPTS]
     assert main(args) == 0
@@ -100,7 +102,8 @@ def test_evaluate_by_camera_writes_tables(tiny_run, capsys):
 
 def test_ranks_command_agrees_with_evaluate(tiny_run, tmp_path, capsys):
     run, _ = tiny_run
-    assert main(["ranks", str(run), "--protocol", "ALL", "--out", str(tmp_path / "r"), "--top-k", "0", "--images", "2"]) == 0
+    assert main(["ranks", str(run), "--protocol", "ALL", "--out", str(tmp_path / "r"), "--top-k", "0",
+                 "--images", "2"]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())["ALL"]["real"]
     rows = list(csv.DictReader(open(tmp_path / "r" / "ranks.csv")))

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from test_analysis import tiny_featureset
 
 from agreid_kit import analysis, viz
-from test_analysis import tiny_featureset
 
 
 @pytest.fixture()
@@ -77,7 +77,8 @@ def test_rank_list_figure_borders_and_captions(tiny):
     assert texts[1].startswith("<b>junk</b>")  # the query's own image: same id and camera
     first_ranked = next(i for i, it in enumerate(rl.items) if not it.is_junk)
     it = rl.items[first_ranked]
-    assert f"d={it.distance:.3f}" in texts[first_ranked + 1] and f"pid {it.record.pid} cam {it.record.camid}" in texts[first_ranked + 1]
+    assert f"d={it.distance:.3f}" in texts[
+        first_ranked + 1] and f"pid {it.record.pid} cam {it.record.camid}" in texts[first_ranked + 1]
     assert "#1" in texts[first_ranked + 1]
 
 
@@ -123,9 +124,11 @@ def test_view_similarity_figure():
     assert len(hists) == 4 and {t.name for t in hists} >= {"aerial -> centre ground"}
     heat = next(t for t in fig.data if t.type == "heatmap")
     assert list(heat.x) == ["0:aerial", "1:aerial", "2:ground", "3:ground"]  # sorted by view
-    only = viz.view_similarity_figure({"instance_vs_centre": ivc, "instance_matrix": mat, "views": views}, views=["aerial"])
+    only = viz.view_similarity_figure({"instance_vs_centre": ivc, "instance_matrix": mat, "views": views},
+                                      views=["aerial"])
     assert np.asarray(next(t for t in only.data if t.type == "heatmap").z).shape == (2, 2)
-    np.testing.assert_allclose(np.asarray(next(t for t in only.data if t.type == "heatmap").z), mat[np.ix_([1, 3], [1, 3])])
+    np.testing.assert_allclose(np.asarray(next(t for t in only.data if t.type == "heatmap").z),
+                               mat[np.ix_([1, 3], [1, 3])])
 
 
 def test_save_figure_html_is_self_contained_and_atomic(tmp_path):
@@ -151,7 +154,8 @@ def test_save_figure_without_browser(tmp_path, monkeypatch):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(viz.find_browser() is None, reason="no Chrome/Chromium for kaleido (Debian: apt-get install -y chromium)")
+@pytest.mark.skipif(viz.find_browser() is None,
+                    reason="no Chrome/Chromium for kaleido (Debian: apt-get install -y chromium)")
 def test_save_figure_png(tmp_path, tiny):
     fs, split = tiny
     fig = viz.rank_list_figure(analysis.rank_list(fs, split, 3, k=4), thumb_size=(64, 32))

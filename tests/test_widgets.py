@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_analysis import tiny_featureset
 
 from agreid_kit import analysis, viz
 from agreid_kit.features import FeatureSet
 from agreid_kit.widgets import EmbeddingExplorer, RankListBrowser, TimestepTradeoff, ViewConditionMap
-from test_analysis import tiny_featureset
 
 
 @pytest.fixture()
@@ -163,7 +163,8 @@ def test_view_condition_map_from_stage2_analysis(tiny):
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(2, 8, generator=g)
     tokens = centres[fs.views] + 0.3 * torch.randn(len(fs), 8, generator=g)
-    fs = FeatureSet(fs.features, fs.records, "test", "x", extras={"view_token": tokens}, globals={"view_centres": centres})
+    fs = FeatureSet(fs.features, fs.records, "test", "x", extras={"view_token": tokens},
+                    globals={"view_centres": centres})
     result = analyses.view_condition_similarity(fs, max_instances=10)
     w = ViewConditionMap(result)
     assert np.asarray(next(t for t in w.fig.data if t.type == "heatmap").z).shape == (10, 10)
@@ -199,7 +200,7 @@ def test_timestep_tradeoff(tiny):
     assert calls == [1, 10] and w.curve_fig.layout.shapes[0].x0 == 10
     expected = analysis.rank_list(fake_generate(10), split, 2, k=5, mode="real+gen")
     assert [it.gallery_index for it in w.ranklist.items] == [it.gallery_index for it in expected.items]
-    assert "tau 1 &rarr; 10" in w.change_html.value and f"AP" in w.change_html.value
+    assert "tau 1 &rarr; 10" in w.change_html.value and "AP" in w.change_html.value
     w.tau_slider.value = 1
     assert calls == [1, 10, 10]  # tau 1 came from the cache (the extra 10 is the direct call above)
     w.query_dropdown.value = 4

@@ -62,7 +62,8 @@ def record_html(record: Record, title: str | None = None, **more: Any) -> str:
     return f"{head}<table style='font-size:12px'>{body}</table>"
 
 
-def gallery_tiles(records: Sequence[Record], size: tuple[int, int], captions: Sequence[str] | None = None) -> list[W.Widget]:
+def gallery_tiles(records: Sequence[Record], size: tuple[int, int],
+                  captions: Sequence[str] | None = None) -> list[W.Widget]:
     captions = captions or [f"pid {r.pid} c{r.camid} {VIEW_NAMES[r.view]}" for r in records]
     return [
         W.VBox([image_widget(r.path, size), W.HTML(f"<span style='font-size:10px'>{html.escape(c)}</span>")])

@@ -80,7 +80,8 @@ class RankListBrowser(WidgetView):
         options = []
         for r in scores.itertuples():
             ap = "no positive" if not r.valid else f"AP {r.ap:.3f}"
-            options.append((f"q{r.query_index}: pid {r.pid} cam {r.camid} {VIEW_NAMES[r.view]} ({ap})", int(r.query_index)))
+            options.append((f"q{r.query_index}: pid {r.pid} cam {r.camid} {VIEW_NAMES[r.view]} ({ap})",
+                            int(r.query_index)))
         self._updating = True  # one redraw after the options change, not one per intermediate value
         try:
             self.query_dropdown.options = options

@@ -82,7 +82,8 @@ class TimestepTradeoff(WidgetView):
         fs = self.features_at(tau)
         rl = rank_list(fs, self.split, int(self.query_dropdown.value), k=self.k, mode=self._mode_for(fs),
                        metric=self.metric)
-        replace_figure(self.rank_fig, rank_list_figure(rl, self.thumb_size, title=f"tau = {tau}: query {rl.query_index}"))
+        replace_figure(self.rank_fig,
+                       rank_list_figure(rl, self.thumb_size, title=f"tau = {tau}: query {rl.query_index}"))
         previous = None if reset else self._previous
         self.change_html.value = describe_change(previous, rl, self._previous_tau if previous else None, tau)
         self.ranklist, self._previous, self._previous_tau = rl, rl, tau

@@ -26,7 +26,8 @@ class ViewConditionMap(WidgetView):
     def __init__(self, data: Any, nbins: int = 40):
         self.data = view_similarity_data(data)
         names = sorted(set(self.data["views"]) | set(self.data["instance_vs_centre"]["view"]))
-        self.views_select = W.SelectMultiple(options=names, value=tuple(names), description="views", rows=min(4, len(names)))
+        self.views_select = W.SelectMultiple(options=names, value=tuple(names), description="views",
+                                             rows=min(4, len(names)))
         self.bins_slider = W.IntSlider(value=nbins, min=5, max=200, step=5, description="bins")
         self.stats_html = W.HTML()
         self.fig = go.FigureWidget()

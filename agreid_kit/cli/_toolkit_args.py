@@ -9,7 +9,8 @@ def add_rerank_args(p: argparse.ArgumentParser) -> None:
     """``--rerank`` (off by default) and its k1 / k2 / lambda parameters."""
     g = p.add_argument_group("k-reciprocal re-ranking (Zhong et al., CVPR 2017; off unless --rerank)")
     g.add_argument("--rerank", action="store_true",
-                   help="re-rank with k-reciprocal encoding; results are labelled '<mode>+rerank', never mixed with plain ones")
+                   help="re-rank with k-reciprocal encoding; results are labelled '<mode>+rerank', never mixed with "
+                        "plain ones")
     g.add_argument("--k1", type=int, default=20, help="k-reciprocal neighbours (default 20)")
     g.add_argument("--k2", type=int, default=6, help="neighbours of the local query expansion (default 6; 1 = none)")
     g.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,

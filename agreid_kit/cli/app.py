@@ -18,7 +18,9 @@ def register(subparsers) -> None:
             "the run, reports/latest first), from any working folder; --report names one explicitly."
         ),
     )
-    p.add_argument("--run", default=None, help="run directory (stage-1 or sdreid-stage2); default $AGREID_RUN or runs/synthag-small/seed0/sdreid-stage2")
+    p.add_argument("--run", default=None,
+                   help="run directory (stage-1 or sdreid-stage2); default $AGREID_RUN or "
+                        "runs/synthag-small/seed0/sdreid-stage2")
     p.add_argument("--data", default=None, help="data spec NAME:ROOT (default: the one in the run's config.json)")
     p.add_argument("--protocol", default=None, help="protocol shown first (default: the run's)")
     p.add_argument("--report", default=None,

@@ -20,7 +20,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default="reports/convergence", help="folder for the runs and convergence.csv")
     p.add_argument("--data", default="synthag:data/synthag-small-s0", help="dataset spec (default SynthAG-small)")
-    p.add_argument("--methods", nargs="+", default=["vit", "sdreid"])
+    from agreid_kit.models import available_methods
+
+    p.add_argument("--methods", nargs="+", default=["vit", "sdreid"], choices=available_methods("engine"),
+                   metavar="METHOD",
+                   help="engine methods to train (default vit sdreid; any of "
+                        f"{', '.join(available_methods('engine'))})")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -31,11 +36,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agreid_kit.convergence import convergence_study
-    from agreid_kit.models import available_methods
 
-    bad = [m for m in args.methods if m not in available_methods()]
-    if bad:
-        raise CLIError(f"--methods: unknown method(s) {bad}; known: {', '.join(available_methods())}")
     if args.epochs < 1 or args.eval_every < 1:
         raise CLIError("--epochs and --eval-every must be >= 1")
     model = {"pretrained": None} if args.from_scratch else None

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
         "Queries without a positive are skipped and counted in the table.",
     )
     p.add_argument("run", help="run directory (with features/test.*: run `agreid extract RUN` first if missing)")
-    p.add_argument("--protocol", nargs="+", help="protocols (default: the run's eval protocols); 'all' = every protocol of the dataset")
+    p.add_argument("--protocol", nargs="+",
+                   help="protocols (default: the run's eval protocols); 'all' = every protocol of the dataset")
     p.add_argument("--mode", nargs="+", default=["real"], help="feature modes: real, gen:<view>, gen:all, real+gen")
     add_rerank_args(p)
     g = p.add_argument_group("per camera-pair breakdown")
@@ -29,7 +30,8 @@ def register(subparsers) -> None:
                    help="mAP / Rank-1 per (query camera, gallery camera) pair: printed, and written to "
                    "RUN/breakdown/<protocol>_<mode>_<key>.csv/.html")
     g.add_argument("--camera-key", choices=("camid", "raw_camid", "view"), default="camid",
-                   help="what a camera is: the protocol's camid (default; the junk rule's id), the sensor id, or the view")
+                   help="what a camera is: the protocol's camid (default; the junk rule's id), the sensor id, or the "
+                        "view")
     p.set_defaults(func=run)
 
 

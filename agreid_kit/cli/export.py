@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("run", nargs="?", help="run directory (omit with --features)")
     p.add_argument("--format", nargs="+", choices=("npy", "mat", "csv"), required=True, help="one or more formats")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="which RUN/features/<split> (default test)")
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="which RUN/features/<split> (default test)")
     p.add_argument("--features", help="export this FeatureSet (stem or .json path) instead of RUN/features/<split>")
     p.add_argument("--mode", default="real", help="feature mode: real, gen:<view>, gen:all, real+gen")
     p.set_defaults(func=run)
@@ -38,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
         fs = FeatureSet.load(load_run(args.run).features_path(args.split))
     paths = export_many(fs, args.out, args.format, mode=args.mode)
-    print(f"{len(fs)} images, {fs.descriptor(args.mode).shape[1]}-d ({args.mode}) -> " + ", ".join(str(p) for p in paths))
+    print(
+        f"{len(fs)} images, {fs.descriptor(args.mode).shape[1]}-d ({args.mode}) -> " + ", ".join(str(p) for p in paths))
     return 0

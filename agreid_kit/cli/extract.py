@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
         fs = extract_features(run_, split, flip=args.flip, batch_size=args.batch_size, num_workers=args.num_workers)
         extras = ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in sorted(fs.extras.items()))
-        print(f"{split}: {len(fs)} images, features {fs.dim}-d; extras: {extras or 'none'} -> {run_.features_path(split)}")
+        print(f"{split}: {len(fs)} images, features {fs.dim}-d; extras: {extras or 'none'} -> "
+              f"{run_.features_path(split)}")
         if args.export:
             paths = export_many(fs, Path(args.out) if args.out else run_.dir / "exports", args.export)
             print(f"{split} exported: " + ", ".join(str(p) for p in paths))

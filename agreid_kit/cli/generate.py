@@ -15,12 +15,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("run", help="stage-2 run directory (from `agreid train --method sdreid-stage2`)")
     p.add_argument("--tau", type=int, default=5, help="denoising steps (paper: 5; 10 for AG-ReID.v2)")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale w (1 = conditional only)")
+    p.add_argument("--guidance", type=float, default=2.0,
+                   help="classifier-free guidance scale w (1 = conditional only)")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     p.add_argument("--spacing", choices=("leading", "trailing", "linspace"), default="leading", help="timestep spacing")
-    p.add_argument("--views", help="comma list of views (ids or names: aerial, ground, wearable); default: all of the dataset's")
+    p.add_argument("--views",
+                   help="comma list of views (ids or names: aerial, ground, wearable); default: all of the dataset's")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=512, help="images per batch (x views x 2 CFG branches per UNet call)")
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="images per batch (x views x 2 CFG branches per UNet call)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=run)
 

@@ -20,14 +20,17 @@ def register(subparsers) -> None:
     )
     p.add_argument("--name", default=None, help="kit init name (default synthag-vit128)")
     p.add_argument("--data", default=None, help="SynthAG-pretrain folder (default data/synthag-pretrain-s1)")
-    p.add_argument("--data-seed", type=int, default=None, help="SynthAG seed of the pretraining set (default 1; 0 is refused)")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="SynthAG seed of the pretraining set (default 1; 0 is refused)")
     p.add_argument("--run", default=None, help="pretraining run folder (default runs/pretrain/NAME)")
-    p.add_argument("--out-dir", default=None, help="where NAME.safetensors and NAME.json go (default agreid_kit/weights)")
+    p.add_argument("--out-dir", default=None,
+                   help="where NAME.safetensors and NAME.json go (default agreid_kit/weights)")
     p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--num-workers", type=int, default=2, help="processes decoding images for the image cache")
-    p.add_argument("--export-only", action="store_true", help="only write the weights/card of a finished pretraining run")
+    p.add_argument("--export-only", action="store_true",
+                   help="only write the weights/card of a finished pretraining run")
     p.set_defaults(func=run)
 
 
@@ -43,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = PretrainConfig(**values, seed=args.seed, threads=args.threads, num_workers=args.num_workers,
                          recipe={"epochs": args.epochs} if args.epochs else {})
     if args.export_only:
-        if not (cfg.run_path / "metrics.json").is_file():
+        from agreid_kit.run import Run
+
+        if not Run(cfg.run_path).metrics_path.is_file():
             raise CLIError(f"--export-only: {cfg.run_path} holds no finished pretraining run (no metrics.json)")
         export_kit_init(cfg, Path(cfg.data_root))
     else:

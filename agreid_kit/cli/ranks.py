@@ -13,7 +13,8 @@ from agreid_kit.cli._toolkit_args import add_rerank_args, rerank_params
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "ranks",
-        help="dump each query's top-k ranked gallery (OUT/ranks.csv, OUT/queries.csv, optional JPEGs), like torchreid visrank",
+        help="dump each query's top-k ranked gallery (OUT/ranks.csv, OUT/queries.csv, optional JPEGs), like torchreid "
+             "visrank",
         description="Ranks the gallery exactly as `agreid evaluate` scores it (same-pid-same-camera junk and the "
         "protocol's gallery rules removed, stable ties). ranks.csv: one row per query and rank with paths, ids, "
         "cameras, views, match/junk flags and distance; queries.csv: per-query AP and first-match rank.",

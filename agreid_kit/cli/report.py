@@ -23,8 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=("small", "tiny"), default="small",
                    help="SynthAG size: small (400 ids, ~25 min on 2 cores with set-up) or tiny (CI smoke run)")
     p.add_argument("--seeds", type=int, nargs="+",
-                   help="training seeds: every model is trained once per seed and tables show mean +- std (default 0 1 2)")
-    p.add_argument("--epochs", type=int, help="stage-1 epochs of the ViT baseline and SD-ReID (preset default otherwise)")
+                   help="training seeds: every model is trained once per seed and tables show mean +- std "
+                        "(default 0 1 2)")
+    p.add_argument("--epochs", type=int,
+                   help="stage-1 epochs of the ViT baseline and SD-ReID (preset default otherwise)")
     p.add_argument("--stage2-epochs", type=int, help="stage-2 epochs (preset default otherwise)")
     p.add_argument("--max-iters-per-epoch", type=int, help="cap stage-1 iterations per epoch (smoke runs)")
     p.add_argument("--taus", type=int, nargs="+", help="sampling steps of the trade-off (default 1 2 5 10 20 50)")
@@ -39,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--png", choices=("require", "auto", "skip"), default="auto",
                    help="PNG copies of the figures (need Chromium): require, auto (skip with a warning) or skip")
     p.add_argument("--no-reuse", action="store_true", help="run every step again, ignoring finished outputs")
-    p.add_argument("--redo", nargs="+", default=[], metavar="STEP", help=f"run these steps again: {', '.join(STEP_NAMES)}")
+    p.add_argument("--redo", nargs="+", default=[], metavar="STEP",
+                   help=f"run these steps again: {', '.join(STEP_NAMES)}")
     p.add_argument("--quiet", action="store_true", help="no progress output (same as agreid --progress off)")
     p.set_defaults(func=run)
 
@@ -55,7 +58,8 @@ def config_from_args(args: argparse.Namespace):
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     return MainJobConfig(
-        preset=args.preset, data_seed=args.data_seed, seeds=args.seeds, data_root=args.data, runs_root=args.runs, out=args.out,
+        preset=args.preset, data_seed=args.data_seed, seeds=args.seeds, data_root=args.data,
+        runs_root=args.runs, out=args.out,
         epochs=args.epochs, stage2_epochs=args.stage2_epochs, max_iters_per_epoch=args.max_iters_per_epoch,
         taus=args.taus, embed_method=args.embed_method, device=args.device, png=args.png, threads=args.threads,
         reuse=not args.no_reuse, redo=list(args.redo), progress=not args.quiet,

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if not taus or min(taus) < 1:
         raise CLIError(f"--taus: every tau must be >= 1, got {taus}")
     protocols = args.protocol or [load_run(args.run).protocol]
-    df, fig = timestep_tradeoff(args.run, taus, protocols, modes=args.mode, guidance=args.guidance, sampler=args.sampler,
-                                timestep_spacing=args.spacing, seed=args.seed, batch_size=args.batch_size, device=args.device)
+    df, fig = timestep_tradeoff(args.run, taus, protocols, modes=args.mode, guidance=args.guidance,
+                                sampler=args.sampler,
+                                timestep_spacing=args.spacing, seed=args.seed, batch_size=args.batch_size,
+                                device=args.device)
     out = Path(args.out) if args.out else Path(args.run) / "analysis"
     atomic_write_text(out / "tradeoff.csv", df.to_csv(index=False))
     from agreid_kit.viz import save_figure

@@ -61,7 +61,8 @@ def parse_agreid_name(path: Path, attributes: dict[int, dict[str, int]] | None =
     m, c = _PID_RE.search(name), _CAM_RE.search(name)
     if m is None or c is None:
         raise DatasetError(
-            f"AG-ReID file name {name!r} ({path}) does not parse: expected P<pid>T<date><day/night>A<alt>C<cam>F<frame>, "
+            f"AG-ReID file name {name!r} ({path}) does not parse: expected "
+            "P<pid>T<date><day/night>A<alt>C<cam>F<frame>, "
             "e.g. P0006T02140A0C0F1831.jpg"
         )
     p, t, a = m.groups()

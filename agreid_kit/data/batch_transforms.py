@@ -111,7 +111,8 @@ def random_erasing(images: torch.Tensor, prob: float, generator: torch.Generator
     return images.masked_fill(mask[:, None], 0.0)
 
 
-def batch_train_augment(images: torch.Tensor, cfg: BatchAugmentConfig, generator: torch.Generator | None) -> torch.Tensor:
+def batch_train_augment(images: torch.Tensor, cfg: BatchAugmentConfig,
+                        generator: torch.Generator | None) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> augmented, normalised float (B, 3, H, W): flip, pad-crop, normalise, erase."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"batch_train_augment expects uint8 images (B, 3, H, W), got shape {tuple(images.shape)}")

@@ -66,7 +66,8 @@ def parse_cargo_name(path: Path) -> Record:
     m = _NAME_RE.match(path.stem)
     if m is None:
         raise DatasetError(
-            f"CARGO file name {path.name!r} ({path}) does not parse: expected Cam{{n}}_{{day|night}}_{{pid}}_{{index}}.jpg, "
+            f"CARGO file name {path.name!r} ({path}) does not parse: expected "
+            "Cam{n}_{day|night}_{pid}_{index}.jpg, "
             "e.g. Cam2_day_2519_320.jpg"
         )
     cam, time, pid = int(m.group(1)), m.group(2), int(m.group(3))
@@ -86,7 +87,8 @@ def _read_subset(root: Path, subset: str, parser: NameParser) -> list[Record]:
         recs = parser(list_images(cam_dir))
         for r in recs:
             if f"Cam{r.raw_camid}" != cam_dir.name:
-                raise DatasetError(f"CARGO file {r.path} names camera Cam{r.raw_camid} but lies in folder {cam_dir.name}")
+                raise DatasetError(f"CARGO file {r.path} names camera Cam{r.raw_camid} but lies in folder "
+                                   f"{cam_dir.name}")
         records.extend(recs)
     return records
 

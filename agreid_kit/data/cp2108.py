@@ -104,7 +104,8 @@ def load_cp2108_attributes(attr_file: Path, map_file: Path | None) -> dict[tuple
     for key, attrs in raw.items():
         fields = str(key).split("_", 2)
         if len(fields) != 3 or fields[1].lower() not in _VIEW_TOKENS or not fields[0].lstrip("-").isdigit():
-            raise DatasetError(f"cp2108: attribute file {attr_file}: key {key!r} is not pid_view_time (view aerial/ground/0/1)")
+            raise DatasetError(f"cp2108: attribute file {attr_file}: key {key!r} is not pid_view_time (view "
+                               "aerial/ground/0/1)")
         if not isinstance(attrs, dict):
             raise DatasetError(f"cp2108: attribute file {attr_file}: value of {key!r} must be an object of attributes")
         if value_map is not None:

@@ -56,7 +56,8 @@ def default_cache_dir() -> Path | None:
     if env:
         return None if env.lower() in OFF_VALUES else Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return Path(base).expanduser() / "agreid-kit" / "images" if base else Path.home() / ".cache" / "agreid-kit" / "images"
+    return Path(
+        base).expanduser() / "agreid-kit" / "images" if base else Path.home() / ".cache" / "agreid-kit" / "images"
 
 
 def resolve_cache_dir(setting: str | None) -> Path | None:

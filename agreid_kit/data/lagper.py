@@ -58,7 +58,8 @@ def parse_lagper_name(path: Path, root: Path) -> Record:
     rel = _rel(path, root)
     m = _LAGPER_RE.search(rel)
     if m is None:
-        raise DatasetError(f"LAGPeR path {rel!r} ({path}) does not parse: expected <pid>_c<camera>..., e.g. 0012_c3_0001.jpg")
+        raise DatasetError(f"LAGPeR path {rel!r} ({path}) does not parse: expected <pid>_c<camera>..., e.g. "
+                           "0012_c3_0001.jpg")
     pid, cam = int(m.group(1)), int(m.group(2))
     if cam not in LAGPER_CAMERAS:
         raise DatasetError(f"LAGPeR file {path}: unknown camera c{cam}; expected 1-9 or 11-22")
@@ -73,7 +74,8 @@ def parse_g2aps_name(path: Path, root: Path) -> Record:
     rel = _rel(path, root)
     m = _G2APS_RE.search(rel)
     if m is None:
-        raise DatasetError(f"G2APS path {rel!r} ({path}) does not parse: expected <pid>_c<cam>v<n>..., e.g. 0012_c0v1_0001.jpg")
+        raise DatasetError(f"G2APS path {rel!r} ({path}) does not parse: expected <pid>_c<cam>v<n>..., e.g. "
+                           "0012_c0v1_0001.jpg")
     pid, cam = int(m.group(1)), int(m.group(2))
     view = 0 if cam == 0 else 1
     return Record(path=str(path), pid=pid, camid=view, view=view, raw_camid=cam, extra={"v": int(m.group(3))})

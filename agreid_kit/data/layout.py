@@ -25,7 +25,8 @@ def check_options(dataset: str, options: dict[str, Any], allowed: Sequence[str])
     unknown = sorted(set(options) - set(allowed) - set(COMMON_OPTIONS))
     if unknown:
         raise DatasetError(
-            f"dataset {dataset!r}: unknown option(s) {unknown}; valid options: {sorted(set(allowed) | set(COMMON_OPTIONS))}"
+            f"dataset {dataset!r}: unknown option(s) {unknown}; valid options: "
+            f"{sorted(set(allowed) | set(COMMON_OPTIONS))}"
         )
     mode = options.get("on_bad_name", "error")
     if mode not in ("error", "skip"):

@@ -87,7 +87,8 @@ def split_root_options(root: str | Path) -> tuple[str, dict[str, str]]:
     options: dict[str, str] = {}
     for part in filter(None, query.split("&")):
         if "=" not in part:
-            raise DatasetError(f"market data spec {root!r}: option {part!r} after '?' must be KEY=VALUE, e.g. aerial_cams=1,2")
+            raise DatasetError(f"market data spec {root!r}: option {part!r} after '?' must be KEY=VALUE, e.g. "
+                               "aerial_cams=1,2")
         key, value = part.split("=", 1)
         options[key.strip()] = value.strip()
     return path, options
@@ -150,7 +151,8 @@ def load_market(root, protocol: str, **options: Any) -> DatasetSplit:
         unknown = sorted(set(aerial) - seen)
         if unknown:
             raise DatasetError(
-                f"{name} at {root}: aerial_cams lists camera(s) {unknown} that no image names (cameras found: {sorted(seen)})"
+                f"{name} at {root}: aerial_cams lists camera(s) {unknown} that no image names (cameras found: "
+                f"{sorted(seen)})"
             )
     query, gallery = by_view(sets["query"], qv), by_view(sets["gallery"], gv)
     if cam_mode == "view":

@@ -34,7 +34,8 @@ class Record:
 
     def __post_init__(self) -> None:
         if self.view not in (0, 1, 2):
-            raise ValueError(f"Record {self.path!r}: view must be 0 (aerial), 1 (ground) or 2 (wearable), got {self.view!r}")
+            raise ValueError(f"Record {self.path!r}: view must be 0 (aerial), 1 (ground) or 2 (wearable), got "
+                             f"{self.view!r}")
 
     @property
     def view_name(self) -> str:
@@ -64,9 +65,11 @@ class DatasetSplit:
 
     def __post_init__(self) -> None:
         if not self.query:
-            raise ValueError(f"dataset {self.dataset!r} protocol {self.protocol!r} at {self.root}: the query set is empty")
+            raise ValueError(f"dataset {self.dataset!r} protocol {self.protocol!r} at {self.root}: the query set is "
+                             "empty")
         if not self.gallery:
-            raise ValueError(f"dataset {self.dataset!r} protocol {self.protocol!r} at {self.root}: the gallery set is empty")
+            raise ValueError(f"dataset {self.dataset!r} protocol {self.protocol!r} at {self.root}: the gallery set is "
+                             "empty")
 
     @property
     def num_train_pids(self) -> int:

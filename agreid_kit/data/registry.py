@@ -71,7 +71,8 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     """``"name:ROOT"`` -> (name, root). Only the first ``:`` splits, so Windows drive letters in ROOT survive."""
     _ensure_builtin()
     if ":" not in spec:
-        raise DatasetError(f"data spec {spec!r} must be NAME:ROOT, e.g. cargo:/data/CARGO; datasets: {sorted(DATASETS)}")
+        raise DatasetError(f"data spec {spec!r} must be NAME:ROOT, e.g. cargo:/data/CARGO; datasets: "
+                           f"{sorted(DATASETS)}")
     name, root = spec.split(":", 1)
     if name not in DATASETS:
         raise DatasetError(f"data spec {spec!r}: unknown dataset {name!r}; valid: {sorted(DATASETS)}")

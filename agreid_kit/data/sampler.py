@@ -27,7 +27,8 @@ class PKBatchSampler:
         rank: int = 0,
     ) -> None:
         if p < 2 or k < 2:
-            raise ValueError(f"P x K sampler needs P >= 2 identities and K >= 2 images per identity (triplet), got P={p}, K={k}")
+            raise ValueError("P x K sampler needs P >= 2 identities and K >= 2 images per identity (triplet), got "
+                             f"P={p}, K={k}")
         self.index_by_pid: dict[int, list[int]] = defaultdict(list)
         for i, pid in enumerate(pids):
             self.index_by_pid[int(pid)].append(i)

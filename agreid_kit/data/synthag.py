@@ -26,7 +26,8 @@ _NUMERIC = ("altitude", "pitch", "elevation", "distance", "yaw", "relative_yaw",
 _INTEGER = ("camera", "view", "scene", "pid", "index")
 _TEXT = ("heading", "time", "occluder", "subset")
 _GEOMETRY = ("pitch", "elevation", "distance", "yaw", "relative_yaw", "heading", "occluder", "occlusion",
-             "native_height", "native_width", "sun_azimuth", "sun_elevation", "walk_phase", "x", "y", "camera", "index", "subset")
+             "native_height", "native_width", "sun_azimuth", "sun_elevation", "walk_phase", "x", "y", "camera",
+             "index", "subset")
 
 
 def read_synthag_meta(root: str | Path) -> dict[str, dict[str, Any]]:
@@ -70,7 +71,8 @@ def synthag_record_hook(root: str | Path) -> Callable[[Record], Record]:
         rel = Path(r.path).resolve().relative_to(root).as_posix()
         row = meta.get(rel)
         if row is None:
-            raise DatasetError(f"SynthAG image {r.path} has no row in {root / 'meta.csv'} (the dataset is incomplete or edited)")
+            raise DatasetError(f"SynthAG image {r.path} has no row in {root / 'meta.csv'} (the dataset is incomplete "
+                               "or edited)")
         if attr_names is None:
             known = set(_NUMERIC) | set(_INTEGER) | set(_TEXT) | {"path"}
             attr_names = [k for k in row if k not in known]
@@ -90,7 +92,8 @@ def load_synthag(root, protocol: str, **options: Any) -> DatasetSplit:
     """SynthAG under a CARGO protocol; records carry geometry (``extra``) and attributes."""
     if "record_hook" in options:
         raise DatasetError("dataset 'synthag': the record_hook option is set by the SynthAG reader itself")
-    return load_cargo(root, protocol, record_hook=synthag_record_hook(root), dataset_name=options.pop("dataset_name", "synthag"),
+    return load_cargo(root, protocol, record_hook=synthag_record_hook(root),
+                      dataset_name=options.pop("dataset_name", "synthag"),
                       **options)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -56,10 +56,12 @@ class ReIDImageDataset(Dataset):
         self.cache = cache
         if cache is not None:
             if tuple(cache.size) != self.size:
-                raise ValueError(f"ReIDImageDataset: the image cache holds {cache.size} images, the model needs {self.size}")
+                raise ValueError(f"ReIDImageDataset: the image cache holds {cache.size} images, the model needs "
+                                 f"{self.size}")
             missing = [r.path for r in self.records if r.path not in cache.row_of]
             if missing:
-                raise ValueError(f"ReIDImageDataset: {len(missing)} image(s) are not in the image cache, e.g. {missing[0]}")
+                raise ValueError(f"ReIDImageDataset: {len(missing)} image(s) are not in the image cache, e.g. "
+                                 f"{missing[0]}")
             self._rows = np.array([cache.row_of[r.path] for r in self.records], dtype=np.int64)
         vocab = dict(attribute_values or {})
         self.attribute_names = list(attribute_names) if attribute_names else list(vocab)

@@ -7,7 +7,38 @@ Modules (import them directly; this package imports nothing heavy):
 - ``unet``: small UNet from kwargs, local SD-1.5 ``unet/`` loading and the paper's K/V-only training;
 - ``model``: ``SDReIDStage2`` (the three above as one module);
 - ``schedule``: noise schedulers (DDPM / DDIM, scaled_linear), cubic timestep sampling, lr schedule;
-- ``train``: ``train_stage2(Stage2Config) -> Path``, ``load_stage2``, ``main_from_args`` (``agreid train``);
+- ``train``: ``train_stage2(Stage2Config) -> Path``, ``stage2_run_config`` (what RUN2/config.json holds);
+- ``loading``: ``load_stage1`` (a stage-1 run's cached features), ``load_stage2`` (a trained stage-2 run);
 - ``sample``: ``generate_features(run_dir, tau, guidance, sampler, timestep_spacing, views, seed) -> FeatureSet``;
 - ``analyses``: ``timestep_tradeoff``, ``view_condition_similarity``, ``ablation`` (data + plotly figure).
+
+The names below are re-exported lazily (``from agreid_kit.diffusion import train_stage2``): importing this
+package stays cheap.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Stage2Config": "agreid_kit.diffusion.config",
+    "Stage2ModelConfig": "agreid_kit.diffusion.config",
+    "Stage2RunConfig": "agreid_kit.diffusion.config",
+    "train_stage2": "agreid_kit.diffusion.train",
+    "stage2_run_config": "agreid_kit.diffusion.train",
+    "load_stage1": "agreid_kit.diffusion.loading",
+    "load_stage2": "agreid_kit.diffusion.loading",
+    "generate_features": "agreid_kit.diffusion.sample",
+    "timestep_tradeoff": "agreid_kit.diffusion.analyses",
+    "view_condition_similarity": "agreid_kit.diffusion.analyses",
+    "ablation": "agreid_kit.diffusion.analyses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'agreid_kit.diffusion' has no attribute {name!r}")

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,9 +17,11 @@ import torch
 from agreid_kit import VIEW_NAMES
 from agreid_kit.data.records import DatasetSplit
 from agreid_kit.features import FeatureSet
+from agreid_kit.run import Run
 
 
-def _splits(run_dir: str | Path, protocols: Sequence[str], splits: dict[str, DatasetSplit] | None) -> dict[str, DatasetSplit]:
+def _splits(run_dir: str | Path, protocols: Sequence[str],
+            splits: dict[str, DatasetSplit] | None) -> dict[str, DatasetSplit]:
     out = {}
     for p in protocols:
         if splits and p in splits:
@@ -72,7 +73,8 @@ def timestep_tradeoff(
     sp = _splits(run_dir, protocols, splits)
     rows = []
     for tau in taus:
-        fs = generate_features(run_dir, tau=int(tau), guidance=guidance, sampler=sampler, timestep_spacing=timestep_spacing,
+        fs = generate_features(run_dir, tau=int(tau), guidance=guidance, sampler=sampler,
+                               timestep_spacing=timestep_spacing,
                                seed=seed, batch_size=batch_size, device=device, save=False, progress=progress)
         gen = fs.meta["generation"]
         for r in score(fs, sp, modes):
@@ -159,7 +161,8 @@ def view_condition_similarity(fs: FeatureSet, max_instances: int = 300, seed: in
         fig.add_trace(go.Violin(x=part["view"], y=part["cosine"], name=f"centre {VIEW_NAMES[c]}", box_visible=True,
                                 meanline_visible=True, legendgroup=VIEW_NAMES[c]), row=1, col=1)
     labels = [f"{VIEW_NAMES[v]} #{i}" for i, v in enumerate(inst_views)]
-    fig.add_trace(go.Heatmap(z=mat, x=labels, y=labels, colorscale="RdBu", zmid=0, colorbar=dict(title="cos")), row=1, col=2)
+    fig.add_trace(go.Heatmap(z=mat, x=labels, y=labels, colorscale="RdBu", zmid=0,
+                             colorbar=dict(title="cos")), row=1, col=2)
     fig.update_layout(violinmode="group", title=f"View-condition similarity (instance view tokens, {space})")
     fig.update_xaxes(title_text="instance view", row=1, col=1)
     fig.update_yaxes(title_text="cosine similarity", row=1, col=1)
@@ -215,7 +218,8 @@ def ablation(
             fs = generate_features(run_dir, tau=tau, guidance=float(value), save=False, progress=progress)
         else:
             if not isinstance(base, Stage2Config):
-                raise ValueError(f"ablation {study!r} retrains stage 2: pass a Stage2Config as base, got {type(base).__name__}")
+                raise ValueError(f"ablation {study!r} retrains stage 2: pass a Stage2Config as base, got "
+                                 f"{type(base).__name__}")
             if out_root is None:
                 raise ValueError(f"ablation {study!r} needs out_root (a folder for one stage-2 run per value)")
             model = dict(base.model)
@@ -226,12 +230,13 @@ def ablation(
             run_dir = Path(out_root) / f"{study}={value}"
             cfg = replace(base, out=str(run_dir), model=model, tau=tau, guidance=guidance, generate_after=True)
             train_stage2(cfg, progress=progress)
-            fs = FeatureSet.load(run_dir / "features" / "test")
+            fs = FeatureSet.load(Run(run_dir).features_path("test"))
         sp = _splits(run_dir, protocols, splits)
         for r in score(fs, sp, modes):
             rows.append({study: str(value), **r, "sec_per_1000": fs.meta.get("generation", {}).get("seconds_per_1000")})
     df = pd.DataFrame(rows)
-    long = df.melt(id_vars=[study, "protocol", "mode"], value_vars=["rank1", "mAP", "mINP"], var_name="metric", value_name="score")
+    long = df.melt(id_vars=[study, "protocol", "mode"], value_vars=["rank1", "mAP", "mINP"], var_name="metric",
+                   value_name="score")
     long["score"] = 100 * long["score"]
     fig = px.bar(long, x=study, y="score", color="metric", barmode="group", facet_col="protocol",
                  hover_data=["mode"], title=f"SD-ReID stage-2 ablation: {study}")
@@ -268,7 +273,8 @@ def view_token_measures(stage1_run: str | Path) -> dict[str, Any]:
     counts = torch.bincount(views, minlength=centres.shape[0]).float()
     out["chance"] = float(counts.max() / counts.sum())
     mean, std = (m.float() for m in moments(tokens))
-    for space, (tok, cen) in {"raw": (tokens, centres), "standardised": ((tokens - mean) / std, (centres - mean) / std)}.items():
+    for space, (tok, cen) in {"raw": (tokens, centres),
+                              "standardised": ((tokens - mean) / std, (centres - mean) / std)}.items():
         out[f"centre_cosine_{space}"] = float(_cosine(cen[:1], cen[1:2])[0, 0]) if cen.shape[0] > 1 else None
         sims = _cosine(tok, cen)  # (N, V)
         own = sims.gather(1, views[:, None]).squeeze(1)
@@ -305,11 +311,10 @@ def generated_view_probe(stage2_run: str | Path) -> dict[str, Any]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    run = Path(stage2_run)
-    config = json.loads((run / "config.json").read_text())
-    stage1 = Path(config["stage1"])
-    train = FeatureSet.load(stage1 / "features" / "train")
-    test = FeatureSet.load(run / "features" / "test")
+    run = Run(stage2_run)
+    stage1 = Run(run.config.stage1)
+    train = FeatureSet.load(stage1.features_path("train"))
+    test = FeatureSet.load(run.features_path("test"))
     gen_views = test.generated_views()
     if not gen_views:
         raise ValueError(f"{run}: no generated features (run `agreid generate {run}`)")
@@ -343,7 +348,7 @@ def stage2_validation(stage2_run: str | Path, taus: Sequence[int] = (5,), guidan
     rows = []
     for tau in taus:
         for w in guidances:
-            m = validate_stage2(model, val_fs, val_split, int(tau), float(w), seed, int(run_cfg["num_train_timesteps"]), device,
-                                protocols)
+            m = validate_stage2(model, val_fs, val_split, int(tau), float(w), seed,
+                                int(run_cfg["num_train_timesteps"]), device, protocols)
             rows.append({"tau": int(tau), "guidance": float(w), **m})
     return pd.DataFrame(rows)

@@ -43,7 +43,8 @@ class ConditionLearner(nn.Module):
             )
         if view_centre.shape != (id_cond.shape[0], self.dim):
             raise ValueError(
-                f"ConditionLearner: view_centre must be ({id_cond.shape[0]}, {self.dim}), got {tuple(view_centre.shape)}"
+                f"ConditionLearner: view_centre must be ({id_cond.shape[0]}, {self.dim}), got "
+                f"{tuple(view_centre.shape)}"
             )
         return torch.cat([id_cond, view_centre[:, None, :]], dim=1)
 

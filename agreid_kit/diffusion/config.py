@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
+
+from agreid_kit.presets import apply_preset, preset_values, remembers_given_fields
 
 VRD_MECHANISMS = ("conv", "pool", "proj")
 VRD_LOCATIONS = ("down", "up", "both", "none")  # none: no View-Refine Decoder (the ablation "VRD off")
@@ -29,7 +31,8 @@ def latent_shape(dim: int) -> tuple[int, int, int]:
     (768 -> (4, 16, 12), 192 -> (4, 8, 6)).
     """
     if dim <= 0 or dim % 4:
-        raise ValueError(f"feature width D = {dim} cannot be reshaped to a (4, H, W) latent: D must be a positive multiple of 4")
+        raise ValueError(f"feature width D = {dim} cannot be reshaped to a (4, H, W) latent: D must be a positive "
+                         "multiple of 4")
     area = dim // 4
     best = None
     for w in range(1, int(math.isqrt(area)) + 1):
@@ -115,11 +118,13 @@ class Stage2ModelConfig:
         if self.num_views not in (2, 3):
             raise ValueError(f"num_views must be 2 or 3, got {self.num_views}")
         if self.num_id_layers < 1:
-            raise ValueError(f"num_id_layers must be >= 1 (stage 1 stores L-1 ID-condition tokens), got {self.num_id_layers}")
+            raise ValueError("num_id_layers must be >= 1 (stage 1 stores L-1 ID-condition tokens), got "
+                             f"{self.num_id_layers}")
         self.selected_id_layers()  # validates id_layers
         if len(self.unet_cross_attention) != len(self.unet_channels):
             raise ValueError(
-                f"unet_cross_attention {self.unet_cross_attention} must have one entry per level of unet_channels {self.unet_channels}"
+                f"unet_cross_attention {self.unet_cross_attention} must have one entry per level of unet_channels "
+                f"{self.unet_channels}"
             )
         for c in self.unet_channels:
             if c % self.unet_norm_groups or c % self.unet_heads:
@@ -148,7 +153,8 @@ class Stage2ModelConfig:
         for i in self.id_layers:
             j = i + n if i < 0 else i
             if not 0 <= j < n:
-                raise ValueError(f"id_layers entry {i} is out of range for {n} ID-condition tokens (0..{n - 1} or -{n}..-1)")
+                raise ValueError(f"id_layers entry {i} is out of range for {n} ID-condition tokens (0..{n - 1} or "
+                                 f"-{n}..-1)")
             out.append(j)
         if not out:
             raise ValueError("id_layers must select at least one ID-condition token")
@@ -170,7 +176,8 @@ class Stage2ModelConfig:
 # 120 epochs. "cpu": the same shape scaled to a few minutes on 2 cores for SynthAG-small.
 STAGE2_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's Adam with weight decay 0.1 (Sec. 4.1), applied as torch's Adam does (L2 on the gradient).
-    "paper": dict(epochs=120, batch_size=128, lr=1e-4, warmup_iters=1000, decay_epochs=[50], amp=True, weight_decay=0.1),
+    "paper": dict(epochs=120, batch_size=128, lr=1e-4, warmup_iters=1000, decay_epochs=[50], amp=True,
+                  weight_decay=0.1),
     "cpu": dict(epochs=40, batch_size=256, lr=1e-3, warmup_iters=50, decay_epochs=[30], amp=False, weight_decay=0.0),
 }
 # Model defaults per preset (user options win). The paper's main View-Refine Decoder location is "both"
@@ -182,26 +189,34 @@ STAGE2_MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+_S2_CPU = STAGE2_PRESETS["cpu"]  # the dataclass defaults below are the cpu preset's values
+
+
+@remembers_given_fields
 @dataclass
 class Stage2Config:
-    """A stage-2 training run. ``stage1``: the stage-1 run dir; ``out``: the stage-2 run dir."""
+    """A stage-2 training run. ``stage1``: the stage-1 run dir; ``out``: the stage-2 run dir.
+
+    ``preset`` fills every ``STAGE2_PRESETS`` field the caller does not set (or sets to None); the defaults
+    written here are the ``cpu`` preset's.
+    """
 
     stage1: str
     out: str
     preset: str = "cpu"
     model: dict[str, Any] = field(default_factory=dict)  # Stage2ModelConfig overrides (dim etc. come from stage 1)
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup_iters: int | None = None
+    epochs: int = _S2_CPU["epochs"]
+    batch_size: int = _S2_CPU["batch_size"]
+    lr: float = _S2_CPU["lr"]
+    warmup_iters: int = _S2_CPU["warmup_iters"]
     warmup_factor: float = 0.01
-    decay_epochs: list[int] | None = None
+    decay_epochs: list[int] = field(default_factory=lambda: list(_S2_CPU["decay_epochs"]))
     decay_gamma: float = 0.1
-    weight_decay: float | None = None
+    weight_decay: float = _S2_CPU["weight_decay"]
     num_train_timesteps: int | None = None  # None: per dataset (600 v1, 800 v2, 1000 otherwise)
     timestep_sampling: str = "cubic"
     flip: bool = True  # use the cached flipped-image features as augmentation
-    amp: bool | None = None  # autocast on GPU only
+    amp: bool = _S2_CPU["amp"]  # autocast on GPU only
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch CPU threads for this run (None: torch's default); restored afterwards
@@ -210,25 +225,23 @@ class Stage2Config:
     # every val_every epochs (and at the end): stage-2 settings are chosen on these, never on the test split.
     validate: bool = True
     val_every: int = 5
-    resume: bool = True
+    resume: bool = True  # continue RUN2's checkpoint when it holds one of the same settings (False: start over)
     generate_after: bool = True  # write gen:<view> test features at the end (tau/guidance below)
     tau: int | None = None
     guidance: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.preset not in STAGE2_PRESETS:
-            raise ValueError(f"Stage2Config.preset must be one of {sorted(STAGE2_PRESETS)}, got {self.preset!r}")
+        apply_preset(self, preset_values(STAGE2_PRESETS, self.preset, "Stage2Config"), none_is_unset=True)
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
             raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {self.timestep_sampling!r}")
         if self.preset == "paper" and not self.model.get("unet_path"):
             raise ValueError(
-                "stage-2 --preset paper fine-tunes the pretrained Stable Diffusion 1.5 UNet: pass --unet PATH to a local "
-                "SD-1.5 folder (with unet/config.json and weights; nothing is downloaded). For a small UNet trained from "
+                "stage-2 --preset paper fine-tunes the pretrained Stable Diffusion 1.5 UNet: pass --unet PATH to a "
+                "local "
+                "SD-1.5 folder (with unet/config.json and weights; nothing is downloaded). For a small UNet trained "
+                "from "
                 "scratch use --preset cpu"
             )
-        for k, v in STAGE2_PRESETS[self.preset].items():
-            if getattr(self, k) is None:
-                setattr(self, k, list(v) if isinstance(v, list) else v)
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -240,3 +253,91 @@ class Stage2Config:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Stage2Config":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Stage2Config: unknown fields {sorted(unknown)}; expected some of {sorted(names)}")
+        return cls(**d)
+
+
+# Stage-2 settings that never change the numbers of a run (they may differ when it is resumed): where it
+# lives, whether to resume, the device, the generation settings after training and extra snapshots.
+STAGE2_RUNTIME_ONLY = ("resume", "device", "generate_after", "tau", "guidance", "checkpoint_every", "out")
+
+
+@dataclass
+class Stage2RunConfig:
+    """What RUN2/config.json holds: the stage-2 run's ``Stage2Config`` (``stage2``), the resolved network
+    (``model``, a ``Stage2ModelConfig`` dict) and the facts of the stage-1 run it was trained from."""
+
+    method: str
+    stage1: str  # the stage-1 run folder (resolved)
+    data: str
+    protocol: str
+    dataset: str
+    dim: int
+    num_train_timesteps: int
+    stage2: dict[str, Any]
+    model: dict[str, Any]
+    stage1_features: str | None  # signature of the stage-1 test features (a retrained stage 1 makes the run stale)
+
+    RUN_KIND: ClassVar[str] = "stage-2"
+    # settings that make it another run altogether (a resume is refused as "belongs to another stage-2 run")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("method", "stage1", "dataset", "dim", "stage1_features")
+    FLAGS: ClassVar[dict[str, str]] = {
+        "num_train_timesteps": "--timesteps", "model": "--model-opt", "stage1_features": "--stage1",
+        "dataset": "--stage1", "dim": "--stage1", "data": "--stage1", "protocol": "--stage1",
+        "generate_after": "--no-generate",
+    }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Stage2RunConfig":
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        missing = [n for n in names if n not in d]
+        if unknown or missing:
+            raise ValueError(f"stage-2 run config: unknown fields {unknown}, missing fields {missing}")
+        return cls(**d)
+
+    @property
+    def out(self) -> str:
+        return str(self.stage2.get("out", ""))
+
+    @property
+    def epochs(self) -> int:
+        return int(self.stage2.get("epochs") or 0)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the run's numbers, flat: the stage-1 facts, the ``Stage2Config`` fields
+        (``stage2``) but the runtime-only ones, and the resolved network as ``model.<field>``."""
+        import json
+
+        d = json.loads(json.dumps(self.to_dict()))
+        out = {k: v for k, v in d.items() if k not in ("stage2", "model")}
+        # the user's model overrides and stage-1 path are covered by the resolved model and the stage1 fact
+        skip = set(STAGE2_RUNTIME_ONLY) | {"model", "stage1"}
+        out.update({k: v for k, v in d["stage2"].items() if k not in skip})
+        out.update({f"model.{k}": v for k, v in d["model"].items()})
+        return out
+
+    def located(self, run_dir) -> "Stage2RunConfig":
+        from dataclasses import replace
+
+        return replace(self, stage2={**self.stage2, "out": str(run_dir)})
+
+    def expected_outputs(self) -> list[str]:
+        return ["features/test.json"]
+
+    def expected_generation(self) -> dict[str, Any] | None:
+        """What the generated test features of a finished run were made with (None: no generation asked)."""
+        if not self.stage2.get("generate_after", True):
+            return None
+        return {"tau": self.stage2.get("tau") or default_tau(self.dataset),
+                "guidance": self.stage2.get("guidance", 2.0),
+                "seed": self.stage2.get("seed", 0)}

@@ -50,11 +50,13 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
     """Validate a stage-1 sdreid run and read its cached features."""
     run = Path(stage1).expanduser()
     if not run.is_dir():
-        raise FileNotFoundError(f"stage-1 run {run} does not exist (expected a run dir from `agreid train --method sdreid`)")
-    cfg_path = run / "config.json"
-    config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    feats = run / "features"
-    stems = {"train": feats / "train", "test": feats / "test"}
+        raise FileNotFoundError(f"stage-1 run {run} does not exist (expected a run dir from `agreid train --method "
+                                "sdreid`)")
+    from agreid_kit.run import Run
+
+    s1_run = Run(run)
+    config = s1_run.raw_config()  # what stage 2 records of it: its data spec and protocol
+    stems = {"train": s1_run.features_path("train"), "test": s1_run.features_path("test")}
     for split, stem in stems.items():
         if split == "train" and not need_train:
             continue
@@ -70,7 +72,8 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
         raise ValueError(f"stage-1 run {run} was trained with method {method!r}; stage 2 needs an sdreid stage-1 run")
     for name in ("id_cond", "view_token", "prebn", "global/view_centres"):
         if name not in test_head.get("tensors", {}):
-            raise FeatureSetError(f"stage-1 FeatureSet {stems['test']}.json has no tensor {name!r} (is it an sdreid run?)")
+            raise FeatureSetError(f"stage-1 FeatureSet {stems['test']}.json has no tensor {name!r} (is it an sdreid "
+                                  "run?)")
     dim = int(test_head["tensors"]["prebn"][1])
     num_id_layers = int(test_head["tensors"]["id_cond"][1])
     dataset = str(test_meta.get("dataset", ""))
@@ -80,7 +83,8 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
         missing = [n for base in STAGE1_TRAIN_EXTRAS for n in (base, base + "_flip") if n not in train.extras]
         if missing:
             raise FeatureSetError(
-                f"stage-1 train FeatureSet {stems['train']}.json lacks {missing}; stage 2 needs prebn/id_cond/view_token "
+                f"stage-1 train FeatureSet {stems['train']}.json lacks {missing}; stage 2 needs "
+                "prebn/id_cond/view_token "
                 "and their _flip variants (extract the train split with flip on)"
             )
         if train.extras["prebn"].shape[1] != dim or train.extras["id_cond"].shape[1] != num_id_layers:
@@ -90,29 +94,32 @@ def load_stage1(stage1: str | Path, need_train: bool = True) -> Stage1Features:
             )
         if train.meta.get("dataset", dataset) != dataset:
             raise FeatureSetError(
-                f"stage-1 run {run}: train features are from dataset {train.meta.get('dataset')!r}, test from {dataset!r}"
+                f"stage-1 run {run}: train features are from dataset {train.meta.get('dataset')!r}, test from "
+                f"{dataset!r}"
             )
         centres = train.globals.get("view_centres")
     else:
         centres = FeatureSet.load(stems["test"]).globals.get("view_centres")
     if centres is None or centres.ndim != 2 or centres.shape[1] != dim:
-        raise FeatureSetError(f"stage-1 run {run}: global view_centres must be (V, {dim}), got {None if centres is None else tuple(centres.shape)}")
-    return Stage1Features(run, train, stems["test"], config, dataset, dim, num_id_layers, int(centres.shape[0]), centres.float())
+        raise FeatureSetError(f"stage-1 run {run}: global view_centres must be (V, {dim}), got "
+                              f"{None if centres is None else tuple(centres.shape)}")
+    return Stage1Features(run, train, stems["test"], config, dataset, dim, num_id_layers, int(centres.shape[0]),
+                          centres.float())
 
 
-def load_stage2(run_dir: str | Path, device: str = "cpu"):
+def load_stage2(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last.pt"):
     """(model in eval mode, run config dict) of a stage-2 run; checks it still matches its stage-1 run."""
     from agreid_kit.diffusion.model import SDReIDStage2
     from agreid_kit.engine.checkpoint import load_checkpoint, load_model_state
+    from agreid_kit.run import Run
 
-    run = Path(run_dir).expanduser()
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run} is not a stage-2 run: {cfg_path} is missing")
-    run_cfg = json.loads(cfg_path.read_text())
-    if run_cfg.get("method") != METHOD:
-        raise ValueError(f"{cfg_path}: method is {run_cfg.get('method')!r}, expected {METHOD!r} (a stage-2 run)")
-    state = load_checkpoint(run / "checkpoints" / "last.pt", method=METHOD)
+    run = Run(run_dir, checkpoint=checkpoint)
+    if not run.exists:
+        raise FileNotFoundError(f"{run.dir} is not a stage-2 run: {run.config_path} is missing")
+    if run.method != METHOD:
+        raise ValueError(f"{run.config_path}: method is {run.method!r}, expected {METHOD!r} (a stage-2 run)")
+    run_cfg = run.config.to_dict()
+    state = load_checkpoint(run.checkpoint_path, method=METHOD)
     mcfg = Stage2ModelConfig.from_dict(state["model_config"])
     # Every weight (the frozen SD ones included) is in the checkpoint, and so is the UNet's config: the
     # SD-1.5 folder the run started from may have been moved or deleted since.
@@ -123,9 +130,15 @@ def load_stage2(run_dir: str | Path, device: str = "cpu"):
         unet = UNet2DConditionModel.from_config(dict(state["unet_config"]))
     elif mcfg.unet_path and not Path(mcfg.unet_path).is_dir():
         raise FileNotFoundError(
-            f"stage-2 run {run} was trained on the SD-1.5 UNet at {mcfg.unet_path}, which no longer exists, and its "
+            f"stage-2 run {run.dir} was trained on the SD-1.5 UNet at {mcfg.unet_path}, which no longer exists, and "
+            "its "
             "checkpoint predates stored UNet configs: put the folder back or train the run again"
         )
     model = SDReIDStage2(mcfg, load_unet_weights=False, unet=unet)
-    load_model_state(model, state["model"], run / "checkpoints" / "last.pt")
+    load_model_state(model, state["model"], run.checkpoint_path)
     return model.to(resolve_device(device)).eval(), run_cfg
+
+
+def load_run_model(run):
+    """The model of a stage-2 ``Run`` (the method table's loader for ``kind="stage2"``)."""
+    return load_stage2(run.dir, run.device, run.checkpoint)[0]

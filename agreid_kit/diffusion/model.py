@@ -1,7 +1,8 @@
 """``SDReIDStage2``: condition learner + View-Refine Decoder + UNet, as one module.
 
 The diffusion target is a stage-1 ReID feature (pre-BNNeck, D-dim), standardised per dimension with
-training statistics, reshaped channel-major to a (4, H, W) latent (no VAE). The model predicts the noise epsilon given a noisy latent,
+training statistics, reshaped channel-major to a (4, H, W) latent (no VAE). The model predicts the noise epsilon given a
+noisy latent,
 its timestep, the cross-attention context (from the ID-condition tokens and the target view's
 memory centre) and an instance view token (through the VRD residuals).
 """
@@ -33,7 +34,8 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SDReIDStage2(nn.Module):
-    def __init__(self, config: Stage2ModelConfig, load_unet_weights: bool = True, unet: nn.Module | None = None) -> None:
+    def __init__(self, config: Stage2ModelConfig, load_unet_weights: bool = True,
+                 unet: nn.Module | None = None) -> None:
         """``unet``: a prebuilt UNet2DConditionModel to use instead (benchmarks: SD-1.5-shaped, random weights)."""
         super().__init__()
         self.config = config
@@ -151,7 +153,8 @@ class SDReIDStage2(nn.Module):
     def centres_for(self, views: torch.Tensor) -> torch.Tensor:
         if int(views.max()) >= self.view_centres.shape[0] or int(views.min()) < 0:
             raise ValueError(
-                f"view ids {sorted(set(views.tolist()))} out of range: this model has {self.view_centres.shape[0]} view centres"
+                f"view ids {sorted(set(views.tolist()))} out of range: this model has {self.view_centres.shape[0]} "
+                "view centres"
             )
         return self.view_centres[views]
 

@@ -21,6 +21,7 @@ import torch
 
 from agreid_kit import VIEW_NAMES
 from agreid_kit.features import FeatureSet, checkpoint_digest
+from agreid_kit.run import Run
 
 
 def parse_views(views: Sequence[int | str] | None, num_views: int, dataset: str = "") -> list[int]:
@@ -30,10 +31,14 @@ def parse_views(views: Sequence[int | str] | None, num_views: int, dataset: str 
         return have
     out = []
     for v in views:
-        vid = VIEW_NAMES.index(v) if isinstance(v, str) and v in VIEW_NAMES else (int(v) if str(v).lstrip("-").isdigit() else None)
+        if isinstance(v, str) and v in VIEW_NAMES:
+            vid = VIEW_NAMES.index(v)
+        else:
+            vid = int(v) if str(v).lstrip("-").isdigit() else None
         if vid is None or vid not in have:
             names = ", ".join(f"{i} ({VIEW_NAMES[i]})" for i in have)
-            raise ValueError(f"view {v!r} does not exist in dataset {dataset or '?'}, which has {num_views} views: {names}")
+            raise ValueError(f"view {v!r} does not exist in dataset {dataset or '?'}, which has {num_views} views: "
+                             f"{names}")
         if vid not in out:
             out.append(vid)
     return out
@@ -59,11 +64,10 @@ def generate_latent_features(
 
     The UNet generates standardised pre-BNNeck features; they are returned in the stage-1 retrieval
     space (un-standardised, then stage 1's neck), the space of the real feature they are compared with."""
-    from agreid_kit.utils.progress import progress_bar
-
     from agreid_kit.diffusion.model import from_latent
     from agreid_kit.diffusion.schedule import make_scheduler
     from agreid_kit.diffusion.unet import cached_cross_attention
+    from agreid_kit.utils.progress import progress_bar
 
     if tau < 1:
         raise ValueError(f"tau (number of denoising steps) must be >= 1, got {tau}")
@@ -122,11 +126,11 @@ def load_real_test_features(run: Path, run_cfg: dict) -> FeatureSet:
     its two files), a fresh copy of its stage-1 run's test features: ``generate`` owns this file."""
     from agreid_kit.features import FeatureSetError
 
-    stem = run / "features" / "test"
+    stem = Run(run).features_path("test")
     try:
         return FeatureSet.load(stem)
     except FeatureSetError as e:
-        stage1 = Path(run_cfg.get("stage1", "")) / "features" / "test"
+        stage1 = Run(run_cfg.get("stage1", "")).features_path("test")
         if not stage1.with_suffix(".json").is_file():
             raise
         print(f"agreid generate: {e}; starting again from the stage-1 test features {stage1}")
@@ -159,8 +163,8 @@ def generate_features(
         raise ValueError(f"tau (number of denoising steps) must be >= 1, got {tau}")
     dev = resolve_device(device)
     model, run_cfg = load_stage2(run_dir, device=str(dev))
-    stem = Path(run_dir).expanduser() / "features" / "test"
-    fs = load_real_test_features(Path(run_dir).expanduser(), run_cfg)
+    stem = Run(run_dir).features_path("test")
+    fs = load_real_test_features(Run(run_dir).dir, run_cfg)
     if "id_cond" not in fs.extras:
         raise ValueError(f"{stem}.json has no id_cond extra: it is not an sdreid stage-1 test FeatureSet")
     if fs.extras["id_cond"].shape[1:] != (model.config.num_id_layers, model.config.dim):
@@ -170,7 +174,8 @@ def generate_features(
         )
     dataset = run_cfg.get("dataset", "")
     if fs.meta.get("dataset", dataset) != dataset:
-        raise ValueError(f"{stem}.json is from dataset {fs.meta.get('dataset')!r} but stage-2 run {run_dir} was trained on {dataset!r}")
+        raise ValueError(f"{stem}.json is from dataset {fs.meta.get('dataset')!r} but stage-2 run {run_dir} was "
+                         f"trained on {dataset!r}")
     view_ids = parse_views(views, model.config.num_views, dataset)
     t0 = time.perf_counter()
     gen = generate_latent_features(
@@ -183,7 +188,7 @@ def generate_features(
     extras.update({f"gen:{v}": f for v, f in gen.items()})
     meta = dict(fs.meta)
     meta["generation"] = {
-        "checkpoint_sha256": checkpoint_digest(Path(run_dir).expanduser() / "checkpoints" / "last.pt"),
+        "checkpoint_sha256": checkpoint_digest(Run(run_dir).last_checkpoint_path),
         "tau": tau, "guidance": guidance, "sampler": sampler, "timestep_spacing": timestep_spacing,
         "views": view_ids, "seed": seed, "batch_size": batch_size, "device": str(dev),
         "seconds": seconds, "seconds_per_1000": 1000 * seconds / max(len(fs), 1),

@@ -1,9 +1,10 @@
 """Stage-2 training from the cached stage-1 FeatureSet (no ViT forward per step).
 
-Run layout (mirrors stage 1):
+Run layout (mirrors stage 1; ``agreid_kit.run.Run`` owns the paths):
 ```
-RUN2/config.json           method "sdreid-stage2", stage1 (path), data/protocol of stage 1, Stage2Config, model config
-RUN2/log.jsonl             one JSON object per epoch: epoch, lr, loss, seconds
+RUN2/config.json           a Stage2RunConfig: method "sdreid-stage2", stage1 (path), data/protocol of stage 1,
+                           the Stage2Config, the resolved model config
+RUN2/log.jsonl, log.csv    one row per epoch: epoch, lr, loss, iterations, seconds (+ validation metrics)
 RUN2/checkpoints/last.pt   model, optimiser, scaler, epoch, RNG state (atomic); epoch_XXX.pt every N epochs
 RUN2/features/test.*       the stage-1 test FeatureSet + gen:<view> extras (written by ``generate_features``)
 ```
@@ -13,18 +14,23 @@ generator seeded by (seed, epoch), so a run resumed from ``last.pt`` continues b
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
-from agreid_kit.diffusion.config import Stage2Config, Stage2ModelConfig, default_tau, default_train_timesteps
-from agreid_kit.features import FeatureSet, FeatureSetError
+from agreid_kit.diffusion.config import (
+    Stage2Config,
+    Stage2ModelConfig,
+    Stage2RunConfig,
+    default_tau,
+    default_train_timesteps,
+)
 from agreid_kit.diffusion.loading import METHOD, STAGE1_TRAIN_EXTRAS, Stage1Features, load_stage1, resolve_device
+from agreid_kit.features import FeatureSet, FeatureSetError
+from agreid_kit.run import Run
 from agreid_kit.utils.io import file_signature
 
 
@@ -71,7 +77,8 @@ def validate_stage2(model, val_fs: FeatureSet, val_split, tau: int, guidance: fl
                                    progress=False)
     model.train(was_training)
     # the split carries the identities (looked up by path): the FeatureSet only supplies the features
-    fs = FeatureSet(val_fs.features, val_fs.records, "val", "stage2-validation", extras={f"gen:{v}": f for v, f in gen.items()})
+    fs = FeatureSet(val_fs.features, val_fs.records, "val", "stage2-validation",
+                    extras={f"gen:{v}": f for v, f in gen.items()})
     records = list(val_split.query) + list(val_split.gallery)
     splits = {"ALL": val_split}
     splits.update({p: validation_protocol_split(records, p) for p in protocols if p != "ALL"})
@@ -88,57 +95,35 @@ def validate_stage2(model, val_fs: FeatureSet, val_split, tau: int, guidance: fl
 def build_model_config(cfg: Stage2Config, s1: Stage1Features) -> Stage2ModelConfig:
     """The preset's model defaults, the user's options over them, the stage-1 facts over both."""
     from agreid_kit.diffusion.config import STAGE2_MODEL_PRESETS
+    from agreid_kit.presets import preset_values
 
     fixed = dict(dim=s1.dim, num_id_layers=s1.num_id_layers, num_views=s1.num_views)
     clash = {k: v for k, v in cfg.model.items() if k in fixed and v != fixed[k]}
     if clash:
         raise ValueError(f"stage-2 model options {clash} contradict the stage-1 run {s1.run} ({fixed})")
-    return Stage2ModelConfig(**{**STAGE2_MODEL_PRESETS[cfg.preset], **cfg.model, **fixed})
+    preset = preset_values(STAGE2_MODEL_PRESETS, cfg.preset, "Stage2ModelConfig")
+    return Stage2ModelConfig(**{**preset, **cfg.model, **fixed})
 
 
-def _run_config(cfg: Stage2Config, mcfg: Stage2ModelConfig, s1: Stage1Features, T: int) -> dict[str, Any]:
-    return {
-        "method": METHOD,
-        "stage1": str(s1.run.resolve()),
-        "data": s1.config.get("data", ""),
-        "protocol": s1.config.get("protocol", "ALL"),
-        "dataset": s1.dataset,
-        "dim": s1.dim,
-        "num_train_timesteps": T,
-        "stage2": cfg.to_dict(),
-        "model": mcfg.to_dict(),
+def stage2_run_config(cfg: Stage2Config, s1: Stage1Features | None = None) -> Stage2RunConfig:
+    """What RUN2/config.json of a run of ``cfg`` holds (``s1``: the stage-1 run, read now when not given).
+
+    It is also what ``Run.is_finished`` and ``Run.check_resume`` compare a run folder with."""
+    s1 = s1 if s1 is not None else load_stage1(cfg.stage1, need_train=False)
+    mcfg = build_model_config(cfg, s1)
+    return Stage2RunConfig(
+        method=METHOD,
+        stage1=str(s1.run.resolve()),
+        data=s1.config.get("data", ""),
+        protocol=s1.config.get("protocol", "ALL"),
+        dataset=s1.dataset,
+        dim=s1.dim,
+        num_train_timesteps=cfg.num_train_timesteps or default_train_timesteps(s1.dataset),
+        stage2=cfg.to_dict(),
+        model=mcfg.to_dict(),
         # which stage-1 features this run was trained from (a retrained stage 1 makes it stale)
-        "stage1_features": file_signature(s1.test_stem.with_suffix(".json")),
-    }
-
-
-# Stage-2 settings that never change the numbers of a run (they may differ when it is resumed).
-STAGE2_RUNTIME_ONLY = ("resume", "device", "generate_after", "tau", "guidance", "checkpoint_every", "out")
-
-
-def _check_same_run(existing: dict[str, Any], new: dict[str, Any], path: Path) -> None:
-    """Resuming continues only with the settings that shaped the run so far; anything else is an error."""
-    for key in ("stage1", "dataset", "dim", "num_train_timesteps", "model", "stage1_features"):
-        if key in existing and existing.get(key) != new.get(key):
-            raise ValueError(
-                f"{path} belongs to another stage-2 run ({key} = {existing.get(key)!r}, now {new.get(key)!r}); "
-                "use a new --out folder, or --no-resume to train this one again from scratch"
-            )
-    old, now = existing.get("stage2", {}), new.get("stage2", {})
-    # More epochs continue the same run exactly (the schedule does not depend on the total); fewer would not.
-    if (now.get("epochs") or 0) < (old.get("epochs") or 0):
-        raise ValueError(
-            f"{path}: the run was trained for {old.get('epochs')} epochs; --epochs {now.get('epochs')} would shorten it. "
-            "Use a new --out folder for a shorter run"
-        )
-    diff = sorted(k for k in set(old) | set(now)
-                  if k not in STAGE2_RUNTIME_ONLY + ("epochs",) and old.get(k) != now.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in diff)
-        raise ValueError(
-            f"{path}: the run was trained with other settings ({shown}); resuming would mix them. Use a new --out "
-            "folder, or --no-resume to train this one again from scratch"
-        )
+        stage1_features=file_signature(s1.test_stem.with_suffix(".json")),
+    )
 
 
 def _lr(cfg: Stage2Config, iteration: int, epoch: int) -> float:
@@ -160,10 +145,9 @@ def train_epoch(model, batch_iter, optimizer, scaler, device, cfg: Stage2Config,
                 epoch: int, iteration: int, train: dict[str, torch.Tensor], generator: torch.Generator,
                 progress: bool = True) -> tuple[float, int]:
     """One pass over the cached training features; returns (mean loss, next iteration index)."""
-    from agreid_kit.utils.progress import progress_bar
-
     from agreid_kit.diffusion.model import to_latent
     from agreid_kit.diffusion.schedule import add_noise, sample_timesteps
+    from agreid_kit.utils.progress import progress_bar
 
     model.train()
     total, count = 0.0, 0
@@ -219,26 +203,25 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     from agreid_kit.diffusion.model import SDReIDStage2
     from agreid_kit.diffusion.schedule import alphas_cumprod
     from agreid_kit.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-    from agreid_kit.utils.io import atomic_write_json, atomic_write_text
     from agreid_kit.utils.seed import seed_everything
 
     cfg = config
     s1 = load_stage1(cfg.stage1)
-    mcfg = build_model_config(cfg, s1)
-    T = cfg.num_train_timesteps or default_train_timesteps(s1.dataset)
-    out = Path(cfg.out).expanduser()
+    run_cfg = stage2_run_config(cfg, s1)
+    mcfg = Stage2ModelConfig.from_dict(run_cfg.model)
+    T = run_cfg.num_train_timesteps
+    run = Run(cfg.out)
+    out = run.dir
     device = resolve_device(cfg.device)
-    run_cfg = _run_config(cfg, mcfg, s1, T)
-    ckpt_path = out / "checkpoints" / "last.pt"
-    from agreid_kit.utils.io import remove_stale_temporaries
-
-    stale = sum(remove_stale_temporaries(d) for d in (out, out / "checkpoints", out / "features"))
+    stale = run.remove_stale_temporaries()
     if stale:
         print(f"{out}: removed {stale} temporary file(s) left by an interrupted write")
-    resume = cfg.resume and ckpt_path.is_file()
+    resume = cfg.resume and run.has_checkpoint
     if resume:
-        _check_same_run(json.loads((out / "config.json").read_text()), run_cfg, out / "config.json")
-    atomic_write_json(out / "config.json", run_cfg)
+        # Only the run's own settings continue it. More epochs continue the same run exactly (the lr schedule
+        # does not depend on the total), so they are always allowed; fewer are refused.
+        run.check_resume(run_cfg, extend_epochs=True)
+    run.write_config(run_cfg)
 
     seed_everything(cfg.seed)
     model = SDReIDStage2(mcfg)
@@ -261,6 +244,7 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     abar = alphas_cumprod(T)
 
     start_epoch, iteration, log = 1, 0, []
+    ckpt_path = run.last_checkpoint_path
     if resume:
         state = load_checkpoint(ckpt_path, method=METHOD)
         from agreid_kit.engine.checkpoint import load_model_state
@@ -276,7 +260,8 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
     train = {k: tr.extras[k].float() for base in STAGE1_TRAIN_EXTRAS for k in (base, base + "_flip")}
     train["views"] = tr.views
     if int(train["views"].max()) >= s1.num_views:
-        raise FeatureSetError(f"stage-1 train features have view ids {sorted(set(train['views'].tolist()))} but only {s1.num_views} view centres")
+        raise FeatureSetError(f"stage-1 train features have view ids {sorted(set(train['views'].tolist()))} but only "
+                              f"{s1.num_views} view centres")
     n = len(tr)
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
@@ -290,24 +275,25 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
         entry = {"epoch": epoch, "lr": _lr(cfg, iteration - 1, epoch), "loss": loss, "iterations": iteration,
                  "seconds": round(time.time() - t0, 3)}
         if val_split is not None and cfg.val_every and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-            entry.update(validate_stage2(model, s1.train.subset(val_rows), val_split, cfg.tau or default_tau(s1.dataset),
+            entry.update(validate_stage2(model, s1.train.subset(val_rows), val_split,
+                                         cfg.tau or default_tau(s1.dataset),
                                          cfg.guidance, cfg.seed, T, device))
         log.append(entry)
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(e) + "\n" for e in log))
+        run.write_log(log)
         state = {
             "method": METHOD, "model_config": mcfg.to_dict(), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "epoch": epoch, "iteration": iteration, "log": log, "rng": capture_rng(), "run_config": run_cfg,
+            "epoch": epoch, "iteration": iteration, "log": log, "rng": capture_rng(), "run_config": run_cfg.to_dict(),
             # the UNet's own config: a finished run loads without the SD-1.5 folder it was started from
             "unet_config": dict(model.unet.config),
         }
         save_checkpoint(ckpt_path, state)
         if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
-            save_checkpoint(out / "checkpoints" / f"epoch_{epoch:03d}.pt", state)
+            save_checkpoint(run.epoch_checkpoint_path(epoch), state)
 
     # The stage-2 run's test features start as the stage-1 test features (real), then gain gen:<view>.
-    test_stem = out / "features" / "test"
-    if not test_stem.with_suffix(".json").is_file():
+    test_stem = run.features_path("test")
+    if not run.has_features("test"):
         fs = FeatureSet.load(s1.test_stem)
         fs.meta = {**fs.meta, "method": METHOD, "run": str(out), "stage1_run": str(s1.run)}
         fs.save(test_stem)
@@ -317,52 +303,3 @@ def _train_stage2(config: Stage2Config, progress: bool = True) -> Path:
         generate_features(out, tau=cfg.tau or default_tau(s1.dataset), guidance=cfg.guidance, seed=cfg.seed,
                           device=str(device), progress=progress)
     return out
-
-
-def main_from_args(args) -> int:
-    """Entry of ``agreid train --method sdreid-stage2`` (routed here by cli/train.py).
-
-    Reads: ``stage1`` (required), ``out`` (required), and if present: ``unet`` (SD-1.5 folder),
-    ``preset`` (paper|cpu), ``epochs``, ``batch_size``, ``lr``, ``seed``, ``device``, ``amp``,
-    ``timesteps`` (T), ``timestep_sampling`` (cubic|uniform), ``vrd_mechanism``, ``vrd_location``,
-    ``learner_depth``, ``id_layers`` (comma list, e.g. "-3,-2,-1"), ``p_uncond``, ``tau``, ``guidance``,
-    ``no_generate``, ``no_resume``, ``checkpoint_every``, ``model_opts`` (list of KEY=VALUE JSON values).
-    """
-    if not getattr(args, "stage1", None):
-        raise ValueError("--method sdreid-stage2 needs --stage1 RUN (a finished sdreid stage-1 run dir)")
-    if not getattr(args, "out", None):
-        raise ValueError("--method sdreid-stage2 needs --out RUN2 (the stage-2 run dir to write)")
-    get = lambda name, default=None: getattr(args, name, default) if getattr(args, name, None) is not None else default  # noqa: E731
-    model: dict[str, Any] = {}
-    if get("unet"):
-        from agreid_kit.diffusion.unet import sd_unet_config_path
-
-        sd_unet_config_path(get("unet"))
-        model["unet_path"] = str(Path(get("unet")).expanduser().resolve())
-    for name in ("vrd_mechanism", "vrd_location", "learner_depth", "p_uncond"):
-        if get(name) is not None:
-            model[name] = get(name)
-    if get("id_layers"):
-        raw = get("id_layers")
-        model["id_layers"] = [int(v) for v in raw.split(",")] if isinstance(raw, str) else list(raw)
-    for item in get("model_opts", []) or []:
-        key, _, value = str(item).partition("=")
-        try:
-            model[key] = json.loads(value)
-        except json.JSONDecodeError:
-            model[key] = value
-    amp = get("amp")
-    if isinstance(amp, str):  # cli/train.py's --amp auto|no|bf16|fp16 (the dtype follows the GPU)
-        amp = amp != "no"
-    preset = get("preset", "cpu")
-    cfg = Stage2Config(
-        stage1=str(args.stage1), out=str(args.out), preset=preset,
-        model=model, epochs=get("epochs"), batch_size=get("batch_size"), lr=get("lr"), seed=get("seed", 0),
-        device=get("device", "auto"), threads=get("threads"), amp=amp, num_train_timesteps=get("timesteps"),
-        timestep_sampling=get("timestep_sampling", "cubic"), tau=get("tau"), guidance=get("guidance", 2.0),
-        generate_after=not get("no_generate", False), resume=not get("no_resume", False),
-        checkpoint_every=get("checkpoint_every", get("ckpt_every", 0)),
-    )
-    out = train_stage2(cfg)
-    print(f"stage 2 trained: {out}")
-    return 0

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    import torch
 
 
 def build_small_unet(latent: tuple[int, int, int], context_dim: int, channels: list[int], layers_per_block: int = 1,
@@ -45,12 +49,15 @@ def build_small_unet(latent: tuple[int, int, int], context_dim: int, channels: l
 def sd_unet_config_path(path: str | Path) -> Path:
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"--unet {root}: no such folder (expected a local Stable Diffusion 1.5 folder with unet/config.json)")
+        raise FileNotFoundError(f"--unet {root}: no such folder (expected a local Stable Diffusion 1.5 folder with "
+                                "unet/config.json)")
     cfg = root / "unet" / "config.json"
     if not cfg.is_file():
         if (root / "config.json").is_file() and (root.name == "unet"):
-            raise ValueError(f"--unet {root}: pass the SD folder that contains unet/ (its parent {root.parent}), not unet/ itself")
-        raise ValueError(f"--unet {root}: no unet/config.json inside (expected a local Stable Diffusion 1.5 folder layout)")
+            raise ValueError(f"--unet {root}: pass the SD folder that contains unet/ (its parent {root.parent}), not "
+                             "unet/ itself")
+        raise ValueError(f"--unet {root}: no unet/config.json inside (expected a local Stable Diffusion 1.5 folder "
+                         "layout)")
     return cfg
 
 
@@ -61,9 +68,11 @@ def load_sd_unet(path: str | Path, latent: tuple[int, int, int], load_weights: b
     cfg_path = sd_unet_config_path(path)
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("in_channels") != latent[0] or cfg.get("out_channels", cfg.get("in_channels")) != latent[0]:
-        raise ValueError(f"{cfg_path}: in/out_channels must be {latent[0]} for the (4, H, W) feature latent, got {cfg.get('in_channels')}")
+        raise ValueError(f"{cfg_path}: in/out_channels must be {latent[0]} for the (4, H, W) feature latent, got "
+                         f"{cfg.get('in_channels')}")
     if load_weights:
-        return UNet2DConditionModel.from_pretrained(str(Path(path).expanduser()), subfolder="unet", local_files_only=True)
+        return UNet2DConditionModel.from_pretrained(str(Path(path).expanduser()), subfolder="unet",
+                                                    local_files_only=True)
     return UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(cfg_path.parent)))
 
 
@@ -130,7 +139,8 @@ class StepInvariantCrossAttention:
             key = attn.norm_k(key)
         return cls(attn.processor, context, key, value)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
         import torch.nn.functional as F
 
         if (encoder_hidden_states is not self.context or attention_mask is not None or args or kwargs
@@ -166,7 +176,8 @@ def cached_cross_attention(unet: nn.Module, context, shared_rows: int = 0):
     try:
         with torch.no_grad():
             for name, module in unet.named_modules():
-                if name.endswith("attn2") and hasattr(module, "processor") and getattr(module, "is_cross_attention", True):
+                if name.endswith(
+                    "attn2") and hasattr(module, "processor") and getattr(module, "is_cross_attention", True):
                     saved.append((module, module.processor))
                     module.processor = StepInvariantCrossAttention.build(module, context, shared_rows)
         yield

@@ -103,7 +103,8 @@ class _ResidualHead(nn.Module):
             k = self.kernel
             pad_h, pad_w = k * t.height - grid.shape[-2], k * t.width - grid.shape[-1]
             if pad_h < 0 or pad_w < 0:
-                raise ValueError(f"VRD: map {tuple(grid.shape[-2:])} is larger than level {t.level} needs ({k}x{t.height}, {k}x{t.width})")
+                raise ValueError(f"VRD: map {tuple(grid.shape[-2:])} is larger than level {t.level} needs "
+                                 f"({k}x{t.height}, {k}x{t.width})")
             return self.layer(F.pad(grid, (0, pad_w, 0, pad_h)))
         if self.mechanism == "pool":
             return self.layer(F.adaptive_avg_pool2d(grid, (t.height, t.width)))
@@ -113,13 +114,15 @@ class _ResidualHead(nn.Module):
 class ViewRefineDecoder(nn.Module):
     """Instance view token (B, D) -> one residual (B, C, h, w) per target."""
 
-    def __init__(self, dim: int, latent_hw: tuple[int, int], targets: list[ResidualTarget], mechanism: str = "conv") -> None:
+    def __init__(self, dim: int, latent_hw: tuple[int, int], targets: list[ResidualTarget],
+                 mechanism: str = "conv") -> None:
         super().__init__()
         if mechanism not in VRD_MECHANISMS:
             raise ValueError(f"VRD mechanism must be one of {VRD_MECHANISMS}, got {mechanism!r}")
         h, w = latent_hw
         if 4 * h * w != dim:
-            raise ValueError(f"VRD: a {dim}-dim view token cannot be laid out as a (1, {2 * h}, {2 * w}) map (needs 4HW = D)")
+            raise ValueError(f"VRD: a {dim}-dim view token cannot be laid out as a (1, {2 * h}, {2 * w}) map (needs "
+                             "4HW = D)")
         self.dim = dim
         self.map_hw = (2 * h, 2 * w)
         self.targets = list(targets)

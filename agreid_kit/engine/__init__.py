@@ -3,7 +3,7 @@
 - ``TrainConfig`` / ``make_config`` (config.py): a run's options, with ``paper`` and ``cpu`` presets;
 - ``agreid_kit.engine.train.train(cfg, split=None, resume=False)``: the loop (accelerate, AMP, logs,
   checkpoints). Import it from the submodule: ``agreid_kit.engine.train`` is the module's name;
-- ``load_run(RUN) -> Run`` (run.py), ``extract_features(run, split)`` (extract.py),
+- ``load_run(RUN) -> Run`` (``agreid_kit.run``), ``extract_features(run, split)`` (extract.py),
   ``evaluate_run(RUN, protocols, modes)`` (evaluate.py).
 
 Submodules import torch; this package only re-exports lazily so ``import agreid_kit.engine`` is cheap.
@@ -18,8 +18,8 @@ _EXPORTS = {
     "TrainConfig": "agreid_kit.engine.config",
     "make_config": "agreid_kit.engine.config",
     "TRAIN_PRESETS": "agreid_kit.engine.config",
-    "Run": "agreid_kit.engine.run",
-    "load_run": "agreid_kit.engine.run",
+    "Run": "agreid_kit.run",
+    "load_run": "agreid_kit.run",
     "load_model": "agreid_kit.engine.run",
     "extract_features": "agreid_kit.engine.extract",
     "evaluate_run": "agreid_kit.engine.evaluate",

@@ -56,7 +56,8 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         raise ValueError(
             f"checkpoint {source} does not match this model ({type(model).__name__}): "
@@ -68,5 +69,7 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
 
 def last_epoch(run_dir: str | Path) -> int:
     """The epoch of RUN/checkpoints/last.pt (0 when there is none)."""
-    path = Path(run_dir) / "checkpoints" / "last.pt"
+    from agreid_kit.run import Run
+
+    path = Run(run_dir).last_checkpoint_path
     return int(load_checkpoint(path)["epoch"]) if path.is_file() else 0

@@ -6,7 +6,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from agreid_kit.presets import apply_preset, given_fields, preset_values, remembers_given_fields
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # Fields that change how fast a run goes, never its numbers: they may differ when a run is resumed or reused.
@@ -14,36 +16,67 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 # worker count and image cache (augmentation is drawn in the main process).
 RUNTIME_ONLY = ("out", "num_workers", "image_cache")
 AMP_MODES = ("auto", "no", "bf16", "fp16")
+# The preset every method trains with in the method comparison: one shared recipe keeps it fair (a method's
+# own train_presets may not override it).
+SHARED_TRAIN_PRESET = "cpu"
 
 
+# Training hyper-parameters per preset (the model side lives in agreid_kit.models.*). A method whose paper
+# trains otherwise sets its own values for a preset (its model class's ``train_presets``), which TrainConfig
+# merges over these; "cpu" is shared by every method so the method comparison stays fair.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # SD-ReID / VDT recipe: SGD 0.008, warm-up 2000 iters from x0.01, cosine to 1.6e-6, 120 epochs, 32 x 4.
+    "paper": dict(
+        epochs=120, p=32, k=4, optimizer="sgd", lr=0.008, weight_decay=1e-4, momentum=0.9,
+        warmup_iters=2000, warmup_factor=0.01, min_lr=1.6e-6, grad_clip=5.0, amp="auto", num_workers=8,
+        ckpt_every=10, val_every=10,
+    ),
+    # The small conv-stem ViT fine-tuned from the kit init (models/vit.py VIT_PRESETS["cpu"]). Chosen on SynthAG-small
+    # validation ids (val_fraction 0.3 = 60 ids, sdreid, seeds 0/1; README "A recipe that converges"): AdamW 1e-3
+    # beat 3e-4 by ~1 val-mAP point at 1, 2 and 4 epochs; 4 epochs (81.4 +- 0.6) are within noise of 8
+    # (81.9 +- 0.0) and above 2 (80.2 +- 0.1) and 1 (78.4 +- 0.2).
+    "cpu": dict(
+        epochs=4, p=16, k=4, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_iters=50,
+        warmup_factor=0.01, min_lr=1e-6, grad_clip=5.0, amp="no", num_workers=2, ckpt_every=1, val_every=2,
+    ),
+}
+
+
+_CPU = TRAIN_PRESETS["cpu"]  # the dataclass defaults below are the cpu preset's values
+
+
+@remembers_given_fields
 @dataclass
 class TrainConfig:
+    """A stage-1 training run. ``preset`` fills every preset field the caller does not set (the method's
+    recipe for that preset: ``method_recipe``); the defaults written here are the ``cpu`` preset's."""
+
     method: str
     out: str
     data: str = ""  # data spec "synthag:DIR", "cargo:DIR", ...
     protocol: str = "ALL"
     preset: str = "cpu"
     model: dict[str, Any] = field(default_factory=dict)  # model config overrides (pretrained, depth, ...)
-    epochs: int = 6
-    p: int = 16  # identities per batch
-    k: int = 4  # images per identity
-    optimizer: str = "adam"
-    lr: float = 3.5e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_iters: int = 100
-    warmup_factor: float = 0.01
-    min_lr: float = 1.6e-6
-    grad_clip: float | None = 5.0
-    amp: str = "auto"  # auto = bf16 on a GPU that supports it, else fp16 on GPU, no on CPU
+    epochs: int = _CPU["epochs"]
+    p: int = _CPU["p"]  # identities per batch
+    k: int = _CPU["k"]  # images per identity
+    optimizer: str = _CPU["optimizer"]
+    lr: float = _CPU["lr"]
+    weight_decay: float = _CPU["weight_decay"]
+    momentum: float = 0.9  # SGD only (the cpu preset's Adam ignores it)
+    warmup_iters: int = _CPU["warmup_iters"]
+    warmup_factor: float = _CPU["warmup_factor"]
+    min_lr: float = _CPU["min_lr"]
+    grad_clip: float | None = _CPU["grad_clip"]
+    amp: str = _CPU["amp"]  # auto = bf16 on a GPU that supports it, else fp16 on GPU, no on CPU
     device: str = "auto"  # auto | cpu | cuda (accelerate places multi-GPU processes)
     seed: int = 0
-    num_workers: int = 2
+    num_workers: int = _CPU["num_workers"]
     threads: int | None = None  # torch CPU threads (None: torch's default); 1 avoids thrashing on a busy machine
     val_fraction: float = 0.1  # share of train ids held out as a validation query/gallery split
     min_val_ids: int = 2
-    val_every: int = 1
-    ckpt_every: int = 1
+    val_every: int = _CPU["val_every"]
+    ckpt_every: int = _CPU["ckpt_every"]
     keep_epoch_checkpoints: int = 2  # how many epoch_XXX.pt to keep besides last.pt (0: none)
     eval_protocols: list[str] = field(default_factory=list)  # evaluated after training; default [protocol]
     eval_batch_size: int = 128
@@ -57,7 +90,22 @@ class TrainConfig:
     # off, or a folder. Results are identical with and without it.
     image_cache: str = "auto"
 
+    # ---- what a run folder needs to know (agreid_kit.run.Run) ----
+    RUN_KIND: ClassVar[str] = "training"
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = RUNTIME_ONLY
+    IDENTITY: ClassVar[tuple[str, ...]] = ("method",)  # a run of another method is another run, not other settings
+    # the `agreid train` flag of each field whose flag is not --<field-with-dashes>
+    FLAGS: ClassVar[dict[str, str]] = {
+        "p": "--batch-size", "k": "--batch-size", "model": "--model-opt", "ckpt_every": "--checkpoint-every",
+        "extract_after": "--no-extract",
+    }
+
     def __post_init__(self) -> None:
+        from agreid_kit.models import method_spec
+
+        method_spec(self.method)  # an unknown method names the valid ones
+        if set(TRAIN_PRESETS.get(self.preset, {})) - given_fields(self) or self.preset not in TRAIN_PRESETS:
+            apply_preset(self, method_recipe(self.method, self.preset))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.amp not in AMP_MODES:
@@ -89,48 +137,48 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
+        """The config of a run folder's config.json (``path``), read through ``agreid_kit.run.Run``."""
+        from agreid_kit.run import Run
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no training config at {path} (is {path.parent} a run directory?)")
-        return cls.from_dict(json.loads(path.read_text()))
+        cfg = Run(path.parent).config
+        if not isinstance(cfg, cls):
+            raise ValueError(f"{path} holds a {type(cfg).__name__}, not a {cls.__name__}")
+        return cfg
 
+    def settings(self) -> dict[str, Any]:
+        """The fields that shape the run's numbers (JSON values), what resume and reuse compare."""
+        return {k: v for k, v in json.loads(json.dumps(self.to_dict())).items() if k not in self.RUNTIME_ONLY}
 
-# Training hyper-parameters per preset (the model side lives in agreid_kit.models.*). A method whose paper
-# trains otherwise registers its own values for a preset (register_model(..., train_presets=...)), which
-# make_config merges over these; "cpu" is shared by every method so the method comparison stays fair.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # SD-ReID / VDT recipe: SGD 0.008, warm-up 2000 iters from x0.01, cosine to 1.6e-6, 120 epochs, 32 x 4.
-    "paper": dict(
-        epochs=120, p=32, k=4, optimizer="sgd", lr=0.008, weight_decay=1e-4, momentum=0.9,
-        warmup_iters=2000, warmup_factor=0.01, min_lr=1.6e-6, grad_clip=5.0, amp="auto", num_workers=8,
-        ckpt_every=10, val_every=10,
-    ),
-    # The small conv-stem ViT fine-tuned from the kit init (models/vit.py VIT_PRESETS["cpu"]). Chosen on SynthAG-small
-    # validation ids (val_fraction 0.3 = 60 ids, sdreid, seeds 0/1; README "A recipe that converges"): AdamW 1e-3
-    # beat 3e-4 by ~1 val-mAP point at 1, 2 and 4 epochs; 4 epochs (81.4 +- 0.6) are within noise of 8
-    # (81.9 +- 0.0) and above 2 (80.2 +- 0.1) and 1 (78.4 +- 0.2).
-    "cpu": dict(
-        epochs=4, p=16, k=4, optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_iters=50,
-        warmup_factor=0.01, min_lr=1e-6, grad_clip=5.0, amp="no", num_workers=2, ckpt_every=1, val_every=2,
-    ),
-}
+    def located(self, run_dir: str | Path) -> "TrainConfig":
+        """This config for the run folder where it lives now (a copied run resumes in its own folder)."""
+        return dataclasses.replace(self, out=str(run_dir))
+
+    def expected_outputs(self) -> list[str]:
+        """Files (relative to the run folder) a finished run of this config holds besides its checkpoint."""
+        if not self.extract_after:
+            return []
+        return [f"features/{split}.json" for split in self.extract_splits] + ["metrics.json"]
 
 
 def method_recipe(method: str, preset: str) -> dict[str, Any]:
     """The training hyper-parameters of ``method`` at ``preset``: the shared ``TRAIN_PRESETS[preset]``
     with the method's own values for that preset (its paper's recipe) merged over them.
 
-    Names that are not model methods (e.g. ``sdreid-stage2``, trained by its own loop) get the shared preset.
+    Methods that are not engine methods (``sdreid-stage2``, trained by its own loop) get the shared preset;
+    so does every method at the shared ``cpu`` preset (per-method values for it are refused).
     """
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
-    from agreid_kit.models import _METHOD_MODULES, method_train_presets
+    from agreid_kit.models import method_train_presets
 
-    own = method_train_presets(method).get(preset, {}) if method in _METHOD_MODULES else {}
-    return {**TRAIN_PRESETS[preset], **own}
+    shared = preset_values(TRAIN_PRESETS, preset, "TrainConfig")
+    if preset == SHARED_TRAIN_PRESET:
+        return shared
+    return {**shared, **method_train_presets(method).get(preset, {})}
 
 
 def make_config(method: str, out: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:
-    """A TrainConfig from ``method_recipe(method, preset)`` plus ``overrides`` (None values are ignored)."""
-    values = {**method_recipe(method, preset), **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig(method=method, out=str(out), preset=preset, **values)
+    """A TrainConfig of ``method`` at ``preset`` with ``overrides`` (None values are ignored: the preset's stay)."""
+    return TrainConfig(method=method, out=str(out), preset=preset,
+                       **{k: v for k, v in overrides.items() if v is not None})

@@ -64,7 +64,8 @@ def carve_validation(
     n_val = max(min_ids, int(round(fraction * len(pids))))
     if n_val >= len(pids) - 1:
         raise ValueError(
-            f"validation carve-out: {n_val} held-out ids leave {len(pids) - n_val} of {len(pids)} train ids to train on; "
+            f"validation carve-out: {n_val} held-out ids leave {len(pids) - n_val} of {len(pids)} train ids to train "
+            "on; "
             "lower val_fraction/min_val_ids (or set val_fraction=0)"
         )
     rng = np.random.default_rng(seed)

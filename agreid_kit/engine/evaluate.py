@@ -6,7 +6,6 @@ Works for any run whose features/test.* exists (stage-1 engine runs and stage-2 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,9 +57,8 @@ def evaluate_run(
 
     ``splits`` supplies DatasetSplits by protocol instead of loading the run's data spec.
     """
-    from agreid_kit.engine.run import load_run
     from agreid_kit.features import FeatureSet
-    from agreid_kit.utils.io import atomic_write_json
+    from agreid_kit.run import load_run
 
     run = load_run(run_dir)
     fs = FeatureSet.load(run.features_path("test"))
@@ -69,11 +67,7 @@ def evaluate_run(
     for protocol in protocols:
         split = (splits or {}).get(protocol) or run.load_split(protocol)
         results[protocol] = {mode: metrics_dict(evaluate_featureset_split(fs, split, mode)) for mode in modes}
-    path = Path(run_dir) / "metrics.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
-    for protocol, by_mode in results.items():
-        merged.setdefault(protocol, {}).update(by_mode)
-    atomic_write_json(path, merged)
+    run.merge_metrics(results)
     return results
 
 
@@ -83,12 +77,13 @@ def verify_run_features(run, fs, modes: Sequence[str] = ("real",)) -> None:
     The real features must come from the checkpoint of the run that extracted them (a stage-2 run's
     real features are its stage-1 run's); generated ones from the stage-2 run's own checkpoint."""
     from agreid_kit.features import verify_origin
+    from agreid_kit.run import Run
 
     stem = run.features_path("test")
-    if run.method == "sdreid-stage2":
-        stage1 = Path(run.config.get("stage1", ""))
-        verify_origin(stem, stage1 / "checkpoints" / "last.pt", fs.meta.get("checkpoint_sha256"), "real (stage-1) features",
-                      f"agreid train --method sdreid-stage2 --stage1 {stage1} --out {run.dir} --no-resume")
+    if run.method_spec.kind == "stage2":
+        stage1 = Run(run.config.stage1)
+        verify_origin(stem, stage1.last_checkpoint_path, fs.meta.get("checkpoint_sha256"), "real (stage-1) features",
+                      f"agreid train --method {run.method} --stage1 {stage1.dir} --out {run.dir} --overwrite")
         if any(m != "real" for m in modes):
             verify_origin(stem, run.checkpoint_path, fs.meta.get("generation", {}).get("checkpoint_sha256"),
                           "generated features", f"agreid generate {run.dir}")
@@ -101,7 +96,8 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """A fixed-width Rank-1/5/10, mAP, mINP table (percent), one row per protocol and mode."""
     # The mode column widens for long keys such as "real+gen+rerank" so the numbers stay aligned.
     w = max([10, *(len(mode) for by_mode in results.values() for mode in by_mode)])
-    lines = [f"{'protocol':<12s} {'mode':<{w}s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} {'queries':>8s}"]
+    lines = [f"{'protocol':<12s} {'mode':<{w}s} {'R1':>6s} {'R5':>6s} {'R10':>6s} {'mAP':>6s} {'mINP':>6s} "
+             f"{'queries':>8s}"]
     for protocol, by_mode in results.items():
         for mode, m in by_mode.items():
             vals = [100 * float(m.get(k, float("nan"))) for k in ("rank1", "rank5", "rank10", "mAP", "mINP")]

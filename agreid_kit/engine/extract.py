@@ -90,7 +90,8 @@ def extract_features(
     from agreid_kit.engine.train import open_image_cache
 
     cache = open_image_cache(records, model.input_size, image_cache, num_workers)
-    out = embed_records(model, records, batch_size, num_workers, device, flip=flip, desc=f"extract {split}", cache=cache)
+    out = embed_records(model, records, batch_size, num_workers, device, flip=flip,
+                        desc=f"extract {split}", cache=cache)
     features = out.pop("features")
     globals_ = {}
     if hasattr(model, "view_centres"):

@@ -77,25 +77,17 @@ class PretrainConfig:
 
 def pretrain(cfg: PretrainConfig, progress: bool = True) -> Path:
     """Render, train (or resume), export; returns the weights file."""
-    from agreid_kit.engine.config import RUNTIME_ONLY, TrainConfig
     from agreid_kit.engine.train import train
+    from agreid_kit.run import Run
     from agreid_kit.synth import render_dataset
 
     t0 = time.perf_counter()
     root = render_dataset(cfg.synth_preset, cfg.data_root, seed=cfg.data_seed, progress=progress)
     tcfg = cfg.train_config()
-    run = cfg.run_path
-    ckpt = run / "checkpoints" / "last.pt"
-    resume = False
-    if ckpt.is_file():
-        saved = TrainConfig.load(run / "config.json").to_dict()
-        wanted = json.loads(json.dumps(tcfg.to_dict()))
-        diff = sorted(k for k in set(saved) | set(wanted) if k not in RUNTIME_ONLY and saved.get(k) != wanted.get(k))
-        if diff:
-            raise ValueError(f"{run} holds a pretraining run with other settings ({diff}); delete it or pass another --run")
-        resume = True
-    if not (run / "metrics.json").is_file():
-        train(tcfg, resume=resume)
+    run = Run(cfg.run_path)
+    if not run.is_finished(tcfg):
+        # an interrupted pretraining continues; one of other settings is refused (naming them) by the resume check
+        train(tcfg, resume=run.has_checkpoint)
     return export_kit_init(cfg, root, time.perf_counter() - t0)
 
 
@@ -103,8 +95,8 @@ def export_kit_init(cfg: PretrainConfig, data_root: Path, seconds: float | None 
     """Write the backbone of the finished pretraining run and its card; returns the weights file."""
     from safetensors.torch import save_file
 
-    from agreid_kit.engine.run import load_run
     from agreid_kit.pipeline import versions
+    from agreid_kit.run import load_run
     from agreid_kit.utils.io import atomic_path, atomic_write_json, sha256_file
 
     run = load_run(cfg.run_path)
@@ -115,7 +107,7 @@ def export_kit_init(cfg: PretrainConfig, data_root: Path, seconds: float | None 
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"name": cfg.name, "format": "timm-vit-backbone"})
     manifest = json.loads((Path(data_root) / "manifest.json").read_text())
-    log = [json.loads(line) for line in (cfg.run_path / "log.jsonl").read_text().splitlines() if line.strip()]
+    log = run.read_log()
     card = {
         "name": cfg.name,
         "format": "timm ViT backbone state dict (no heads), float32 safetensors",
@@ -130,13 +122,15 @@ def export_kit_init(cfg: PretrainConfig, data_root: Path, seconds: float | None 
         },
         "recipe": {"train_config": run.config.to_dict(), "model_config": dataclasses.asdict(model.config)},
         "command": f"agreid pretrain --name {cfg.name}" + (f" --threads {cfg.threads}" if cfg.threads else ""),
-        "curve": [{k: r.get(k) for k in ("epoch", "loss_ce", "loss_triplet", "val_mAP", "val_rank1", "train_seconds") if k in r}
+        "curve": [{k: r.get(k) for k in ("epoch", "loss_ce", "loss_triplet", "val_mAP", "val_rank1",
+                                         "train_seconds") if k in r}
                   for r in log],
-        "metrics_pretrain_test": json.loads((cfg.run_path / "metrics.json").read_text()),
+        "metrics_pretrain_test": run.read_metrics(),
         "seconds": round(seconds, 1) if seconds is not None else None,
         "versions": versions(),
         "sha256": sha256_file(weights),
     }
     atomic_write_json(out_dir / f"{cfg.name}.json", card)
-    print(f"kit init {cfg.name!r} written to {weights} ({weights.stat().st_size / 1e6:.1f} MB, sha256 {card['sha256'][:12]})")
+    print(f"kit init {cfg.name!r} written to {weights} ({weights.stat().st_size / 1e6:.1f} MB, sha256 "
+          f"{card['sha256'][:12]})")
     return weights

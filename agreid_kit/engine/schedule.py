@@ -36,7 +36,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.Adam(groups, lr=cfg.lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   iters_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per iteration; ``min_lr`` is absolute (ratio taken to ``cfg.lr``)."""
     total = cfg.epochs * iters_per_epoch
     warmup = min(cfg.warmup_iters, max(0, total - 1))

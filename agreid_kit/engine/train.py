@@ -9,12 +9,8 @@ continues from RUN/checkpoints/last.pt and reproduces the uninterrupted run exac
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,10 +18,10 @@ import torch
 
 from agreid_kit.data.records import DatasetSplit, Record
 from agreid_kit.engine.checkpoint import capture_rng, load_checkpoint, load_model_state, restore_rng, save_checkpoint
-from agreid_kit.engine.config import RUNTIME_ONLY, TrainConfig
+from agreid_kit.engine.config import TrainConfig
 from agreid_kit.engine.data import carve_validation, load_split
 from agreid_kit.engine.schedule import make_optimizer, make_scheduler
-from agreid_kit.utils.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from agreid_kit.run import Run
 from agreid_kit.utils.progress import progress_bar
 from agreid_kit.utils.seed import seed_everything
 
@@ -70,7 +66,8 @@ def build_model_for(
             f"{cls.paper_weights}; nothing is downloaded at run time. To train from scratch use --preset cpu."
         )
     derived = cls.dataset_options(dataset, train_records, overrides)
-    return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views, **{**derived, **overrides})
+    return create_model(cfg.method, cfg.preset, num_classes=num_classes, num_views=num_views,
+                        **{**derived, **overrides})
 
 
 def model_attribute_vocabulary(model) -> dict[str, list[str]]:
@@ -95,26 +92,10 @@ def _to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_log(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(run_dir / "log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    keys = sorted({k for r in rows for k in r})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(run_dir / "log.csv", buf.getvalue())
-
-
 def validate(model, val: DatasetSplit, cfg: TrainConfig, device, cache=None) -> dict[str, float]:
     """Rank-1 / mAP / mINP of the held-out train ids (never the test set)."""
-    from agreid_kit.engine.extract import embed_records
     from agreid_kit.engine.evaluate import evaluate_featureset_split, metrics_dict
+    from agreid_kit.engine.extract import embed_records
     from agreid_kit.features import FeatureSet
 
     records = val.test_records
@@ -167,30 +148,20 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
     from agreid_kit.data.sampler import PKBatchSampler
     from agreid_kit.data.torchdata import ReIDImageDataset, batch_loader
 
-    run_dir = Path(cfg.out)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    run = Run(cfg.out)
+    run_dir = run.dir
+    extended_from = None
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-        saved = json.loads((run_dir / "config.json").read_text())
-        given = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as config.json stores them
-        # num_workers and the image cache do not change the result (augmentation is drawn in this
-        # process), so they may differ on resume.
-        diff = {k: (v, given.get(k)) for k, v in saved.items() if given.get(k) != v and k not in RUNTIME_ONLY}
-        extended_from = None
-        if extend_epochs and "epochs" in diff and given["epochs"] > saved["epochs"]:
-            extended_from = diff.pop("epochs")[0]
-        if diff:
-            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"--resume: {run_dir / 'config.json'} was trained with other settings ({shown}); a resumed "
-                             "run continues with its own settings (start a new run with another --out)")
-    elif ckpt_path.is_file():
-        raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+        # Only the run's own settings continue it (the error names the setting and its flag); --extend-epochs
+        # lets the epochs grow (the schedule is stretched to the new total from here on).
+        extended_from = run.check_resume(cfg, extend_epochs)
+    elif run.has_checkpoint:
+        raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another "
+                              "--out")
 
-    if run_dir.is_dir():
-        stale = sum(remove_stale_temporaries(d) for d in (run_dir, run_dir / "checkpoints", run_dir / "features"))
-        if stale:
-            print(f"{run_dir}: removed {stale} temporary file(s) left by an interrupted write")
+    stale = run.remove_stale_temporaries()
+    if stale:
+        print(f"{run_dir}: removed {stale} temporary file(s) left by an interrupted write")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -203,14 +174,16 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
     model = build_model_for(cfg, num_classes, split.num_views, train_records, split.dataset)
     augment = BatchAugmentConfig(model.mean, model.std, cfg.flip_prob, cfg.pad, cfg.erasing_prob)
     cache = open_image_cache(split.train, model.input_size, cfg.image_cache, cfg.num_workers, is_main)
-    dataset = ReIDImageDataset(train_records, model.input_size, cache, attribute_values=model_attribute_vocabulary(model))
+    dataset = ReIDImageDataset(train_records, model.input_size, cache,
+                               attribute_values=model_attribute_vocabulary(model))
     sampler = PKBatchSampler(
         [r.pid for r in train_records], cfg.p, cfg.k, cfg.seed, accelerator.num_processes, accelerator.process_index
     )
     loader = batch_loader(dataset, sampler, 0 if cache is not None else cfg.num_workers)
     iters_per_epoch = len(sampler) if cfg.max_iters_per_epoch is None else min(len(sampler), cfg.max_iters_per_epoch)
     if iters_per_epoch == 0:
-        raise ValueError(f"P x K = {cfg.p} x {cfg.k}: the training set of {len(train_records)} images yields no full batch")
+        raise ValueError(f"P x K = {cfg.p} x {cfg.k}: the training set of {len(train_records)} images yields no full "
+                         "batch")
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, iters_per_epoch)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -218,6 +191,7 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
 
     start_epoch, log_rows = 0, []
     if resume:
+        ckpt_path = run.last_checkpoint_path
         state = load_checkpoint(ckpt_path, method=cfg.method)
         load_model_state(core, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
@@ -227,17 +201,16 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         sampler.load_state_dict(state["sampler"])
         restore_rng(state["rng"])
         start_epoch = int(state["epoch"])
-        log_rows = [r for r in _read_log(run_dir / "log.jsonl") if r["epoch"] <= start_epoch]
+        log_rows = [r for r in run.read_log() if r["epoch"] <= start_epoch]
         if is_main:
             print(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}"
                   + (f" (extended from {extended_from} epochs)" if extended_from else ""))
             if extended_from:
-                atomic_write_json(run_dir / "config.json", cfg.to_dict())
+                run.write_config(cfg)
                 if log_rows:
                     log_rows[-1]["extended_from"] = extended_from
     elif is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        run.write_config(cfg)
 
     meta = {
         "method": cfg.method,
@@ -249,10 +222,11 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         "dataset": split.dataset,
     }
     if is_main:
-        atomic_write_json(run_dir / "run_meta.json", meta)
+        run.write_meta(meta)
         n_params = sum(p.numel() for p in core.parameters())
         print(
-            f"{cfg.method} [{cfg.preset}] {n_params / 1e6:.2f}M params; {len(train_records)} train images of {num_classes} ids "
+            f"{cfg.method} [{cfg.preset}] {n_params / 1e6:.2f}M params; {len(train_records)} train images of "
+            f"{num_classes} ids "
             f"(+{len(held_out)} held-out val ids); {iters_per_epoch} iters/epoch of {cfg.p}x{cfg.k}; "
             f"{accelerator.num_processes} process(es) on {accelerator.device}, AMP {accelerator.mixed_precision}"
         )
@@ -301,22 +275,22 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
         row["seconds"] = time.perf_counter() - t0
         log_rows.append(row)
         if is_main:
-            _write_log(run_dir, log_rows)
+            run.write_log(log_rows)
             summary = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
             print(f"epoch {epoch + 1}/{cfg.epochs} {summary} ({row['seconds']:.1f}s)")
         if (epoch + 1) % cfg.ckpt_every == 0 or last:
             accelerator.wait_for_everyone()
             if is_main:
-                _save(run_dir, cfg, core, optimizer, scheduler, accelerator, sampler, epoch + 1, meta)
+                _save(run, cfg, core, optimizer, scheduler, accelerator, sampler, epoch + 1, meta)
     accelerator.wait_for_everyone()
     if cfg.extract_after and is_main:
         from agreid_kit.engine.evaluate import evaluate_run
         from agreid_kit.engine.extract import extract_features
-        from agreid_kit.engine.run import load_run
+        from agreid_kit.run import load_run
 
-        run = load_run(run_dir, device=str(accelerator.device))
+        done = load_run(run_dir, device=str(accelerator.device))
         for which in cfg.extract_splits:
-            extract_features(run, which, data=split, num_workers=cfg.num_workers, image_cache=cfg.image_cache)
+            extract_features(done, which, data=split, num_workers=cfg.num_workers, image_cache=cfg.image_cache)
         protocols = cfg.eval_protocols or [cfg.protocol]
         splits = {cfg.protocol: split}  # the others load through the data spec
         metrics = evaluate_run(run_dir, protocols, splits=splits)
@@ -326,7 +300,7 @@ def _train(cfg: TrainConfig, split: DatasetSplit | None, resume: bool, hook: Ite
     return run_dir
 
 
-def _save(run_dir: Path, cfg: TrainConfig, core, optimizer, scheduler, accelerator, sampler, epoch: int, meta: dict) -> None:
+def _save(run: Run, cfg: TrainConfig, core, optimizer, scheduler, accelerator, sampler, epoch: int, meta: dict) -> None:
     state = {
         "method": cfg.method,
         "model_config": meta["model_config"],
@@ -339,20 +313,20 @@ def _save(run_dir: Path, cfg: TrainConfig, core, optimizer, scheduler, accelerat
         "sampler": {"seed": sampler.seed, "epoch": epoch},
         "rng": capture_rng(),
     }
-    ckpt_dir = run_dir / "checkpoints"
-    save_checkpoint(ckpt_dir / "last.pt", state)
+    last = run.last_checkpoint_path
+    save_checkpoint(last, state)
     if cfg.keep_epoch_checkpoints > 0:
         import os
 
-        target = ckpt_dir / f"epoch_{epoch:03d}.pt"
+        target = run.epoch_checkpoint_path(epoch)
         if target.exists():
             target.unlink()
         try:
-            os.link(ckpt_dir / "last.pt", target)  # a hard link: no second copy on disk
+            os.link(last, target)  # a hard link: no second copy on disk
         except OSError:
             import shutil
 
-            shutil.copy2(ckpt_dir / "last.pt", target)
-        old = sorted(ckpt_dir.glob("epoch_*.pt"))[: -cfg.keep_epoch_checkpoints]
+            shutil.copy2(last, target)
+        old = sorted(run.checkpoints_dir.glob("epoch_*.pt"))[: -cfg.keep_epoch_checkpoints]
         for path in old:
             path.unlink()

@@ -38,7 +38,8 @@ def vial_hnm_loss(
     """
     if features.ndim != 2 or pids.shape != (features.shape[0],):
         raise ValueError(
-            f"vial_hnm_loss: expected features (B, D) and pids (B,), got {tuple(features.shape)} and {tuple(pids.shape)}"
+            f"vial_hnm_loss: expected features (B, D) and pids (B,), got {tuple(features.shape)} and "
+            f"{tuple(pids.shape)}"
         )
     f = F.normalize(features.float(), dim=1)
     cos = f @ f.t()
@@ -95,7 +96,8 @@ def attribute_loss(
             continue
         if int(t[known].max()) >= lg.shape[1]:
             raise ValueError(
-                f"attribute_loss: attribute {a} has label {int(t[known].max())} but its classifier has {lg.shape[1]} classes"
+                f"attribute_loss: attribute {a} has label {int(t[known].max())} but its classifier has {lg.shape[1]} "
+                "classes"
             )
         parts.append(F.cross_entropy(lg[known].float(), t[known], label_smoothing=label_smoothing))
     if not parts:

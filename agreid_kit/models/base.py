@@ -1,4 +1,4 @@
-"""Base class, BNNeck helper and registration API shared by every ReID model of the kit.
+"""Base class, BNNeck helper and preset checks shared by every ReID model of the kit.
 
 How to add a method (for the engineers writing ``vdt``, ``vif``, ``visa``, ``svpr``):
 
@@ -7,17 +7,18 @@ How to add a method (for the engineers writing ``vdt``, ``vif``, ``visa``, ``svp
    Implement ``forward(batch) -> {"logits", "feat", ...}`` and ``embed(batch) -> {"features", ...}``;
    override ``loss(out, batch)`` if the method adds loss terms (call ``super().loss`` for CE + triplet),
    and ``batch_augment(images, views)`` for batch-level augmentations (identity by default).
-3. Decorate the class with ``@register_model("name", config_class=MyConfig, presets={"paper": {...}, "cpu": {...}})``.
-   ``create_model(name, preset, num_classes=..., num_views=..., **overrides)`` imports the module lazily
-   (``agreid_kit.models._METHOD_MODULES`` maps the name to it), merges preset and overrides into the
-   config and calls ``cls(config)``. A method whose paper trains with another recipe than the shared
-   one of ``agreid_kit.engine.config.TRAIN_PRESETS`` passes ``train_presets={"paper": {"optimizer": ...}}``
-   (TrainConfig fields); ``make_config(method, out, preset)`` merges them over the shared preset. The
-   ``cpu`` preset cannot be overridden: it is the one recipe of the method comparison.
+3. Give the class ``config_class = MyConfig`` and ``presets = {"paper": {...}, "cpu": {...}}`` (config field
+   values per preset). A method whose paper trains with another recipe than the shared one of
+   ``agreid_kit.engine.config.TRAIN_PRESETS`` sets ``train_presets = {"paper": {"optimizer": ...}}``
+   (TrainConfig fields), which ``TrainConfig`` / ``make_config`` merge over the shared preset. The ``cpu``
+   preset cannot be overridden: it is the one recipe of the method comparison.
    Options a method derives from the training data (SVPR's attribute vocabulary, ViSA's per-dataset
    router top-k) come from the classmethod ``dataset_options``; ``paper_weights`` says which local
    file the ``paper`` preset needs (the engine's error message when none is given).
-4. Build the backbone with :func:`agreid_kit.models.vit.build_vit` (timm ViT, local pretrained weights,
+4. Add one line to the method table in ``agreid_kit/models/__init__.py``:
+   ``register_method("name", "agreid_kit.models.mymodule:MyModel", summary=...)``. The module is imported
+   on first use and the presets above are checked then (:func:`validate_presets`).
+5. Build the backbone with :func:`agreid_kit.models.vit.build_vit` (timm ViT, local pretrained weights,
    ``input_size``/``mean``/``std`` from the model's config) so every preset works at any width/depth.
 
 Persistent state (e.g. SD-ReID's view memory bank) must be a registered buffer so checkpoints carry it.
@@ -26,70 +27,51 @@ Persistent state (e.g. SD-ReID's view memory bank) must be a registered buffer s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from agreid_kit.engine.config import SHARED_TRAIN_PRESET
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
 
-_REGISTRY: dict[str, tuple[type, type, dict[str, dict[str, Any]]]] = {}
-_TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {}
-# The preset every method trains with in the method comparison: one shared recipe keeps it fair.
-SHARED_TRAIN_PRESET = "cpu"
 
-
-def register_model(
+def validate_presets(
     name: str,
-    config_class: type,
-    presets: dict[str, dict[str, Any]],
+    config_class: type | None,
+    presets: dict[str, dict[str, Any]] | None,
     train_presets: dict[str, dict[str, Any]] | None = None,
-) -> Callable[[type], type]:
-    """Class decorator: make ``create_model(name, preset, ...)`` build this class.
+) -> None:
+    """Check a method's presets (a ``TypeError`` names the method, preset and bad keys).
 
-    ``presets`` maps a preset name (at least ``paper`` and ``cpu``) to config field values; the
-    keys must be fields of ``config_class`` (checked here, so a typo fails at import time).
-    ``train_presets`` maps a preset name to the method's own training hyper-parameters (TrainConfig
-    fields, e.g. the optimiser of its paper), merged by ``make_config`` over the shared
-    ``TRAIN_PRESETS[preset]``; the shared ``cpu`` preset may not be overridden.
+    ``presets`` maps a preset name to ``config_class`` field values; ``train_presets`` maps a preset
+    name of ``TRAIN_PRESETS`` other than the shared ``cpu`` one to TrainConfig fields.
     """
     from agreid_kit.engine.config import TRAIN_PRESETS, TrainConfig
 
+    if config_class is None or not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"model {name!r}: its class must set config_class to a dataclass, got {config_class!r}")
+    if not presets:
+        raise TypeError(f"model {name!r}: its class must set presets (config values per preset, e.g. 'paper', 'cpu')")
     fields = {f.name for f in dataclasses.fields(config_class)}
     for preset, values in presets.items():
         unknown = set(values) - fields
         if unknown:
-            raise TypeError(f"model {name!r} preset {preset!r}: {sorted(unknown)} are not fields of {config_class.__name__}")
-    train_presets = {k: dict(v) for k, v in (train_presets or {}).items()}
+            raise TypeError(f"model {name!r} preset {preset!r}: {sorted(unknown)} are not fields of "
+                            f"{config_class.__name__}")
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "out", "preset"}
-    for preset, values in train_presets.items():
+    for preset, values in (train_presets or {}).items():
         if preset == SHARED_TRAIN_PRESET:
             raise TypeError(
                 f"model {name!r} train_presets[{preset!r}]: the {preset!r} preset is the shared recipe of the method "
                 "comparison and cannot be overridden per method"
             )
         if preset not in TRAIN_PRESETS:
-            raise TypeError(f"model {name!r} train_presets: unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+            raise TypeError(f"model {name!r} train_presets: unknown preset {preset!r}; expected one of "
+                            f"{sorted(TRAIN_PRESETS)}")
         unknown = set(values) - train_fields
         if unknown:
             raise TypeError(f"model {name!r} train_presets[{preset!r}]: {sorted(unknown)} are not TrainConfig fields")
-
-    def decorate(cls: type) -> type:
-        _REGISTRY[name] = (cls, config_class, presets)
-        _TRAIN_PRESETS[name] = train_presets
-        cls.method = name
-        return cls
-
-    return decorate
-
-
-def registered(name: str) -> tuple[type, type, dict[str, dict[str, Any]]] | None:
-    return _REGISTRY.get(name)
-
-
-def registered_train_presets(name: str) -> dict[str, dict[str, Any]]:
-    """The per-preset training overrides ``name`` registered (empty when it has none)."""
-    return {k: dict(v) for k, v in _TRAIN_PRESETS.get(name, {}).items()}
 
 
 class BNNeckHead(nn.Module):
@@ -121,8 +103,11 @@ class ReIDModel(nn.Module):
     ``out["logits"]`` + soft-margin batch-hard triplet on ``out["feat"]``.
     """
 
-    method = "base"
+    method = "base"  # set to the method's name when the method table loads the class
     config: Any
+    config_class: type | None = None  # the config dataclass (fields = constructor arguments)
+    presets: dict[str, dict[str, Any]] = {}  # config field values per preset
+    train_presets: dict[str, dict[str, Any]] = {}  # the method's own TrainConfig values per preset (not "cpu")
     # What ``--pretrained PATH`` must point at for the ``paper`` preset (the engine's missing-file message).
     paper_weights = (
         "a local timm ViT-B/16 file (e.g. model.safetensors of timm/vit_base_patch16_224.augreg2_in21k_ft_in1k, "

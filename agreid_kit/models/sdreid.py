@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from agreid_kit.losses.reid import view_cross_entropy
-from agreid_kit.models.base import BNNeckHead, register_model
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase, run_blocks
+from agreid_kit.models.base import BNNeckHead
+from agreid_kit.models.vit import VIT_PRESETS, ViTReIDConfig, _ViTBase, run_blocks
 
 
 @dataclass
@@ -27,7 +27,6 @@ SDREID_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("sdreid", config_class=SDReIDConfig, presets=SDREID_PRESETS)
 class SDReIDStage1(_ViTBase):
     """Blocks 1..L-1 on [CLS, patches]; block L on [view, CLS, patches].
 
@@ -37,6 +36,9 @@ class SDReIDStage1(_ViTBase):
     - ``view_centres`` (V, D) buffer: c_v <- m * mean(view tokens of view v) + (1 - m) * c_v each
       training forward, without gradient (saved in checkpoints, frozen after stage 1).
     """
+
+    config_class = SDReIDConfig
+    presets = SDREID_PRESETS
 
     def __init__(self, config: SDReIDConfig) -> None:
         super().__init__()

@@ -70,10 +70,11 @@ from torch import nn
 from agreid_kit import VIEW_NAMES
 from agreid_kit.losses.methods import attribute_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.base import BNNeckHead, ReIDModel, register_model
+from agreid_kit.models.base import BNNeckHead, ReIDModel
 
 PRETRAINED_PREFIX = "pretrained CLIP text encoder:"
-UNTRAINED_TEXT = "UNTRAINED: random small CLIP text encoder (no --pretrained CLIP file given); text prompts carry no language prior"
+UNTRAINED_TEXT = ("UNTRAINED: random small CLIP text encoder (no --pretrained CLIP file given); text prompts carry "
+                  "no language prior")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIEW_TEMPLATE = "A photo of a X X X X person from {view} view."
@@ -148,12 +149,14 @@ def _read_clip_state(path: Path) -> dict[str, torch.Tensor]:
         try:  # the OpenAI release is a TorchScript archive
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception as e:
-            raise ValueError(f"CLIP weights {path} could not be read as a state dict or an OpenAI TorchScript file: {e}") from e
+            raise ValueError(f"CLIP weights {path} could not be read as a state dict or an OpenAI TorchScript file: "
+                             f"{e}") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     # OpenAI archives store a few scalars beside the tensors.
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and k not in ("input_resolution", "context_length", "vocab_size")}
+    skip = ("input_resolution", "context_length", "vocab_size")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and k not in skip}
 
 
 def build_clip(config: "SVPRConfig") -> tuple[nn.Module, str]:
@@ -168,13 +171,15 @@ def build_clip(config: "SVPRConfig") -> tuple[nn.Module, str]:
             patch_size=config.patch_size, image_size=tuple(config.img_size),
         )
         text = open_clip.CLIPTextCfg(
-            context_length=config.context_length, width=config.text_width, heads=config.text_heads, layers=config.text_layers
+            context_length=config.context_length, width=config.text_width, heads=config.text_heads,
+            layers=config.text_layers
         )
         model = open_clip.CLIP(config.clip_embed_dim, vision, text, quick_gelu=config.quick_gelu)
     else:
         cfg = get_model_config(config.clip_arch)
         if cfg is None:
-            raise ValueError(f"svpr: clip_arch {config.clip_arch!r} is not an open_clip model config (e.g. ViT-B-16) nor 'small'")
+            raise ValueError(f"svpr: clip_arch {config.clip_arch!r} is not an open_clip model config (e.g. ViT-B-16) "
+                             "nor 'small'")
         cfg = dict(cfg)
         cfg["vision_cfg"] = dict(cfg["vision_cfg"], image_size=tuple(config.img_size))
         model = open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
@@ -192,7 +197,8 @@ def build_clip(config: "SVPRConfig") -> tuple[nn.Module, str]:
         return model, UNTRAINED_TEXT
     path = Path(config.pretrained).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"svpr: CLIP weights file {path} does not exist (pass --pretrained PATH to a local file)")
+        raise FileNotFoundError(f"svpr: CLIP weights file {path} does not exist (pass --pretrained PATH to a local "
+                                "file)")
     state = _read_clip_state(path)
     resize_pos_embed(state, model)
     try:
@@ -379,7 +385,8 @@ class ProgressiveRefinement(nn.Module):
         self.momentum = momentum
         self.stages = nn.ModuleList(CVAttention(dim, heads) for _ in range(stages))
 
-    def forward(self, query: torch.Tensor, patches: torch.Tensor, anchor: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    def forward(self, query: torch.Tensor, patches: torch.Tensor,
+                anchor: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Refine ``query`` (B, D) on ``patches`` (B, N, D); ``anchor`` is f_cls (B, D), to which every
         stage's query is pulled back. Returns f_cvpr and the number of patches each stage kept."""
         g = self.momentum
@@ -438,7 +445,8 @@ class SVPRConfig:
     def __post_init__(self) -> None:
         if len(self.attribute_names) != len(self.attribute_values):
             raise ValueError(
-                f"svpr: {len(self.attribute_names)} attribute_names but {len(self.attribute_values)} attribute_values lists"
+                f"svpr: {len(self.attribute_names)} attribute_names but {len(self.attribute_values)} attribute_values "
+                "lists"
             )
         for n, vals in zip(self.attribute_names, self.attribute_values):
             if not vals:
@@ -446,7 +454,8 @@ class SVPRConfig:
         if not 0.0 < self.attribute_keep_ratio <= 1.0:
             raise ValueError(f"svpr: attribute_keep_ratio must be in (0, 1], got {self.attribute_keep_ratio}")
         if self.attribute_prompt not in ATTRIBUTE_PROMPTS:
-            raise ValueError(f"svpr: attribute_prompt must be one of {ATTRIBUTE_PROMPTS}, got {self.attribute_prompt!r}")
+            raise ValueError(f"svpr: attribute_prompt must be one of {ATTRIBUTE_PROMPTS}, got "
+                             f"{self.attribute_prompt!r}")
         if not 0.0 <= self.refine_momentum <= 1.0:
             raise ValueError(f"svpr: refine_momentum (gamma of Eq. 8) must be in [0, 1], got {self.refine_momentum}")
 
@@ -475,8 +484,11 @@ SVPR_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("svpr", config_class=SVPRConfig, presets=SVPR_PRESETS, train_presets=SVPR_TRAIN_PRESETS)
 class SVPR(ReIDModel):
+    config_class = SVPRConfig
+    presets = SVPR_PRESETS
+    train_presets = SVPR_TRAIN_PRESETS
+
     paper_weights = (
         "a local CLIP ViT-B/16 file (OpenAI ViT-B-16.pt, or open_clip_pytorch_model.bin / .safetensors of "
         "open_clip ViT-B-16 'openai'), not a timm ImageNet ViT: SVPR's backbone and frozen text encoder are CLIP's"
@@ -518,7 +530,8 @@ class SVPR(ReIDModel):
             self.attr_ctx = nn.Parameter(torch.randn(config.n_ctx, tw) * 0.02)
             self.attr_mlp = nn.Sequential(nn.Linear(to, d), nn.GELU(), nn.Linear(d, d))  # phi of Eq. 5
             self.ca_attr = CrossAttention(d, heads)
-            self.moe = AttributeMoE(d, [len(v) for v in config.attribute_values], config.moe_experts, config.attribute_keep_ratio)
+            self.moe = AttributeMoE(d, [len(v) for v in config.attribute_values], config.moe_experts,
+                                    config.attribute_keep_ratio)
             names += ["local", "attribute"]
         self.query = nn.Parameter(torch.zeros(d))
         nn.init.trunc_normal_(self.query, std=0.02)
@@ -630,7 +643,8 @@ class SVPR(ReIDModel):
         pids, views = batch["pids"].to(device), batch["views"].to(device)
         if views.numel() and (int(views.min()) < 0 or int(views.max()) >= c.num_views):
             raise ValueError(
-                f"svpr: view labels {sorted(set(views.tolist()))} outside 0..{c.num_views - 1} (num_views={c.num_views})"
+                f"svpr: view labels {sorted(set(views.tolist()))} outside 0..{c.num_views - 1} "
+                f"(num_views={c.num_views})"
             )
         names = list(self.heads)
         ce = torch.stack([cross_entropy(out[f"{n}_logits"], pids, c.label_smoothing) for n in names]).mean()

@@ -19,8 +19,8 @@ from torch import nn
 
 from agreid_kit.losses.methods import orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.base import BNNeckHead, register_model
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
+from agreid_kit.models.base import BNNeckHead
+from agreid_kit.models.vit import VIT_PRESETS, ViTReIDConfig, _ViTBase
 
 
 def inner_subtraction(tokens: torch.Tensor, cls_index: int = 0, view_index: int = 1) -> torch.Tensor:
@@ -64,8 +64,10 @@ VDT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("vdt", config_class=VDTConfig, presets=VDT_PRESETS)
 class VDT(_ViTBase):
+    config_class = VDTConfig
+    presets = VDT_PRESETS
+
     def __init__(self, config: VDTConfig) -> None:
         super().__init__()
         self.config = config

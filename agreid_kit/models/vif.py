@@ -21,8 +21,7 @@ import torch
 from agreid_kit.augment import AUGMENT_KINDS, BatchAugmentSpec, PLRMConfig, apply_batch_augment
 from agreid_kit.losses.methods import vial_hnm_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.base import register_model
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, ViTReID
+from agreid_kit.models.vit import VIT_PRESETS, ViTReID, ViTReIDConfig
 
 
 @dataclass
@@ -89,9 +88,11 @@ VIF_ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("vif", config_class=VIFConfig, presets=VIF_PRESETS)
 class VIF(ViTReID):
     """ViT + BNNeck whose training batches go through PLRM and whose loss adds VIAL-HNM."""
+
+    config_class = VIFConfig
+    presets = VIF_PRESETS
 
     def __init__(self, config: VIFConfig) -> None:
         super().__init__(config)

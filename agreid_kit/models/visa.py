@@ -31,9 +31,9 @@ from torch import nn
 
 from agreid_kit.losses.methods import load_balance_loss, orthogonality_loss
 from agreid_kit.losses.reid import cross_entropy, triplet_soft_margin_batch_hard
-from agreid_kit.models.base import BNNeckHead, register_model
+from agreid_kit.models.base import BNNeckHead
 from agreid_kit.models.vdt import run_view_decoupled
-from agreid_kit.models.vit import ViTReIDConfig, VIT_PRESETS, _ViTBase
+from agreid_kit.models.vit import VIT_PRESETS, ViTReIDConfig, _ViTBase
 
 
 # ---- graph ------------------------------------------------------------------------------------
@@ -129,7 +129,8 @@ class ExpertPool(nn.Module):
     and this keeps the computation deterministic and simple.
     """
 
-    def __init__(self, dim: int, num_experts: int, top_k: int, num_tokens: int, num_heads: int, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, dim: int, num_experts: int, top_k: int, num_tokens: int, num_heads: int,
+                 mlp_ratio: float = 2.0) -> None:
         super().__init__()
         self.top_k = top_k
         self.router = nn.Linear(dim, num_experts)
@@ -172,8 +173,10 @@ def visa_expert_top_k(dataset: str) -> int:
     return EXPERT_TOP_K_BY_DATASET.get(dataset.lower(), DEFAULT_EXPERT_TOP_K)
 
 
-@register_model("visa", config_class=ViSAConfig, presets=VISA_PRESETS)
 class ViSA(_ViTBase):
+    config_class = ViSAConfig
+    presets = VISA_PRESETS
+
     @classmethod
     def dataset_options(cls, dataset: str, train_records: Sequence[Any], options: dict[str, Any]) -> dict[str, Any]:
         """``expert_top_k`` of the paper for ``dataset`` (an explicit option wins: the engine applies it over this)."""
@@ -187,7 +190,10 @@ class ViSA(_ViTBase):
         heads = int(config.num_heads or self.backbone.blocks[0].attn.num_heads)
         self.view_tokens = nn.Parameter(torch.zeros(config.num_views, d))
         nn.init.trunc_normal_(self.view_tokens, std=0.02)
-        pool = lambda: ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads, config.expert_mlp_ratio)  # noqa: E731
+        def pool() -> ExpertPool:
+            return ExpertPool(d, config.num_experts, config.expert_top_k, config.expert_tokens, heads,
+                              config.expert_mlp_ratio)
+
         self.shared_pool = pool()
         self.view_pools = nn.ModuleList(pool() for _ in range(config.num_views))
         self.shared_graph = GraphRefine(d, config.topk_patches)
@@ -274,4 +280,5 @@ class ViSA(_ViTBase):
         r = self._run(batch)
         g = self.global_head.bn(r["z_inv"])
         loc = self.local_head.bn(r["local"])
-        return {"features": torch.cat([g, loc], dim=1), "prebn": r["z_inv"], "local": r["local"], "view_token": r["z_spe"]}
+        return {"features": torch.cat([g, loc], dim=1), "prebn": r["z_inv"], "local": r["local"],
+                "view_token": r["z_spe"]}

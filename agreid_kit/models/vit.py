@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agreid_kit.models.base import BNNeckHead, ReIDModel, register_model
+from agreid_kit.models.base import BNNeckHead, ReIDModel
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -68,7 +68,8 @@ def conv_stem_embed(**kwargs: Any) -> nn.Module:
     layers: list[nn.Module] = []
     c_in = kwargs.get("in_chans", 3)
     for c_out in widths:
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True)]
         c_in = c_out
     layers.append(nn.Conv2d(c_in, dim, 1))
     embed.proj = nn.Sequential(*layers)
@@ -138,7 +139,8 @@ def build_vit(
     return model
 
 
-def run_blocks(backbone: nn.Module, images: torch.Tensor, upto: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def run_blocks(
+    backbone: nn.Module, images: torch.Tensor, upto: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Embed ``images`` and run blocks ``[0, upto)``; return the tokens and the raw CLS after each block."""
     x = backbone.patch_embed(images)
     x = backbone._pos_embed(x)
@@ -185,7 +187,8 @@ VIT_PRESETS: dict[str, dict[str, Any]] = {
 class _ViTBase(ReIDModel):
     def _build_backbone(self, config: Any) -> None:
         self.backbone = build_vit(
-            config.arch, config.img_size, config.embed_dim, config.depth, config.num_heads, config.drop_path, config.pretrained,
+            config.arch, config.img_size, config.embed_dim, config.depth, config.num_heads, config.drop_path,
+            config.pretrained,
             stem=config.stem,
         )
         self.embed_dim = int(self.backbone.embed_dim)
@@ -196,9 +199,11 @@ class _ViTBase(ReIDModel):
         self._std = tuple(cfg.get("std", (0.5, 0.5, 0.5)))
 
 
-@register_model("vit", config_class=ViTReIDConfig, presets=VIT_PRESETS)
 class ViTReID(_ViTBase):
     """The baseline: final-LayerNorm CLS -> BNNeck -> ID classifier; CE + triplet."""
+
+    config_class = ViTReIDConfig
+    presets = VIT_PRESETS
 
     def __init__(self, config: ViTReIDConfig) -> None:
         super().__init__()

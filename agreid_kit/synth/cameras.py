@@ -85,8 +85,10 @@ def build_cameras(
         for i in range(n_aerial):
             dist = alts[i] / np.sin(np.radians(pitches[i]))
             px = rng.uniform(*aerial_person_px)
-            cams.append(Camera(i + 1, 0, float(round(alts[i], 2)), float(round(pitches[i], 2)), float(round(rng.uniform(0, 360), 2)),
-                               float(round(px * dist / NOMINAL_PERSON_HEIGHT, 2)), int(rng.integers(n_scenes)), 0.0, 0.0))
+            cams.append(Camera(i + 1, 0, float(round(alts[i], 2)), float(round(pitches[i], 2)),
+                               float(round(rng.uniform(0, 360), 2)),
+                               float(round(px * dist / NOMINAL_PERSON_HEIGHT, 2)),
+                               int(rng.integers(n_scenes)), 0.0, 0.0))
     for j in range(n_ground):
         h = rng.uniform(*ground_height_range)
         pitch = rng.uniform(*ground_pitch_range)
@@ -95,12 +97,15 @@ def build_cameras(
         dmin, dmax = float(np.clip(look * 0.6, 4.0, 10.0)), float(np.clip(look * 1.4, 9.0, 18.0))
         mid = (dmin + dmax) / 2
         px = rng.uniform(*ground_person_px)
-        cams.append(Camera(FIRST_GROUND_CAMERA + j, 1, float(round(h, 2)), float(round(pitch, 2)), float(round(rng.uniform(0, 360), 2)),
-                           float(round(px * mid / NOMINAL_PERSON_HEIGHT, 2)), int(rng.integers(n_scenes)), round(dmin, 2), round(dmax, 2)))
+        cams.append(Camera(FIRST_GROUND_CAMERA + j, 1, float(round(h, 2)), float(round(pitch, 2)),
+                           float(round(rng.uniform(0, 360), 2)),
+                           float(round(px * mid / NOMINAL_PERSON_HEIGHT, 2)), int(rng.integers(n_scenes)),
+                           round(dmin, 2), round(dmax, 2)))
     for k in range(n_wearable):
         h = rng.uniform(1.5, 1.75)
         px = rng.uniform(*ground_person_px) * 1.2
-        cams.append(Camera(FIRST_GROUND_CAMERA + n_ground + k, 2, float(round(h, 2)), float(round(rng.uniform(0, 8), 2)),
+        cams.append(Camera(FIRST_GROUND_CAMERA + n_ground + k, 2, float(round(h, 2)),
+                           float(round(rng.uniform(0, 8), 2)),
                            float(round(rng.uniform(0, 360), 2)), float(round(px * 3.5 / NOMINAL_PERSON_HEIGHT, 2)),
                            int(rng.integers(n_scenes)), 2.5, 4.5))
     return cams

@@ -60,13 +60,14 @@ def _metrics(result: Any) -> dict[str, float]:
     return out
 
 
-def difficulty_card(root: str | os.PathLike, protocols: tuple[str, ...] = CARD_PROTOCOLS, progress: bool = False) -> dict[str, Any]:
+def difficulty_card(root: str | os.PathLike, protocols: tuple[str, ...] = CARD_PROTOCOLS,
+                    progress: bool = False) -> dict[str, Any]:
     """Rank-1 / mAP (%) of the colour-histogram baseline on each protocol of the SynthAG dataset at ``root``."""
     import torch
-    from agreid_kit.utils.progress import progress_bar
 
     from agreid_kit.data.registry import load_dataset
     from agreid_kit.eval import evaluate_ranking
+    from agreid_kit.utils.progress import progress_bar
 
     root = Path(root)
     splits = {p: load_dataset("synthag", root, p) for p in protocols}
@@ -107,8 +108,10 @@ def write_difficulty_card(root: str | os.PathLike, progress: bool = True) -> dic
 
 
 def format_difficulty_card(card: dict[str, Any]) -> str:
-    lines = ["SynthAG difficulty card", f"  baseline: {card['baseline']}", f"  {'protocol':10s} {'Rank-1':>7s} {'mAP':>7s} {'queries':>8s}"]
-    ordered = [p for p in CARD_PROTOCOLS if p in card["protocols"]] + [p for p in card["protocols"] if p not in CARD_PROTOCOLS]
+    lines = ["SynthAG difficulty card", f"  baseline: {card['baseline']}",
+             f"  {'protocol':10s} {'Rank-1':>7s} {'mAP':>7s} {'queries':>8s}"]
+    ordered = [
+        p for p in CARD_PROTOCOLS if p in card["protocols"]] + [p for p in card["protocols"] if p not in CARD_PROTOCOLS]
     for name in ordered:
         m = card["protocols"][name]
         lines.append(f"  {name:10s} {m['rank1']:7.2f} {m['mAP']:7.2f} {m['queries']:8d}")

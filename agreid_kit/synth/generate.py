@@ -166,11 +166,13 @@ def _check_output(out: Path, params: dict[str, Any], config: SynthConfig) -> str
             try:
                 old = json.loads(manifest.read_text())
             except json.JSONDecodeError as e:
-                raise ValueError(f"SynthAG output {out}: {manifest} is not valid JSON ({e}); use an empty folder") from e
+                raise ValueError(f"SynthAG output {out}: {manifest} is not valid JSON ({e}); "
+                                 "use an empty folder") from e
             if old.get("parameters") != params:
                 raise ValueError(
                     f"SynthAG output {out} already holds a SynthAG dataset with different parameters "
-                    f"(preset {old.get('parameters', {}).get('preset')!r}, seed {old.get('parameters', {}).get('seed')!r}); "
+                    f"(preset {old.get('parameters', {}).get('preset')!r}, seed "
+                    f"{old.get('parameters', {}).get('seed')!r}); "
                     "choose another --out or delete it"
                 )
             return "complete"
@@ -285,7 +287,8 @@ def render_dataset(
     done = _read_journal(out)
     todo = [j for j in jobs if j.relpath not in done]
     workers = max(1, int(workers if workers is not None else min(os.cpu_count() or 1, 8)))
-    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"SynthAG {preset}", unit="img", enabled=progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"SynthAG {preset}", unit="img",
+                       enabled=progress)
     with open(out / JOURNAL, "a") as journal:
         def record(rows: list[dict[str, Any]]) -> None:
             for row in rows:
@@ -315,7 +318,8 @@ def render_dataset(
         "counts": _counts(jobs),
         "meta_columns": list(META_COLUMNS),
         "attributes": list(ATTRIBUTE_NAMES),
-        "layout": "CARGO: {train,query,gallery}/Cam{n}/Cam{n}_{day|night}_{pid}_{index}.jpg; Cam1-5 aerial, Cam6+ ground; "
+        "layout": "CARGO: {train,query,gallery}/Cam{n}/Cam{n}_{day|night}_{pid}_{index}.jpg; Cam1-5 aerial, Cam6+ "
+                  "ground; "
                   "wearable cameras (view 2) follow the ground ones and are named in meta.csv",
         "content_hash": content_hash(out, [j.relpath for j in jobs]),
     }
@@ -353,7 +357,8 @@ def ensure_synthag(preset: str = "small", root: str | os.PathLike | None = None,
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {root} is not a complete SynthAG dataset (render it with `agreid synth`)")
+        raise FileNotFoundError(f"{path} is missing: {root} is not a complete SynthAG dataset (render it with `agreid "
+                                "synth`)")
     return json.loads(path.read_text())
 
 
@@ -361,6 +366,7 @@ def read_meta(root: str | os.PathLike) -> list[dict[str, str]]:
     """meta.csv rows as dicts of strings (the adapter converts types)."""
     path = Path(root) / META
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {root} is not a complete SynthAG dataset (render it with `agreid synth`)")
+        raise FileNotFoundError(f"{path} is missing: {root} is not a complete SynthAG dataset (render it with `agreid "
+                                "synth`)")
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

@@ -24,7 +24,8 @@ LOWER_COLOURS = {
     "navy": (28, 35, 70), "brown": (95, 65, 45), "white": (210, 210, 205),
 }
 LOWER_COLOUR_P = [0.3, 0.25, 0.14, 0.1, 0.1, 0.06, 0.05]
-HAIR_COLOURS = {"black": (22, 18, 16), "brown": (80, 52, 32), "blond": (190, 160, 95), "grey": (150, 150, 150), "red": (140, 60, 30)}
+HAIR_COLOURS = {"black": (22, 18, 16), "brown": (80, 52, 32), "blond": (190, 160, 95), "grey": (150, 150, 150),
+                "red": (140, 60, 30)}
 HAIR_COLOUR_P = [0.45, 0.3, 0.12, 0.08, 0.05]
 SKIN_TONES = [(242, 206, 180), (224, 178, 140), (198, 150, 110), (160, 110, 75), (112, 76, 52), (80, 55, 40)]
 SHOE_COLOURS = {"black": (20, 20, 22), "white": (230, 230, 230), "brown": (85, 55, 35), "grey": (120, 120, 120)}
@@ -98,7 +99,8 @@ class Identity:
             "upper_type": self.upper_type, "upper_colour": self.upper_colour, "upper_pattern": self.upper_pattern,
             "lower_type": "dress" if self.upper_type == "dress" else self.lower_type,
             "lower_colour": self.upper_colour if self.upper_type == "dress" else self.lower_colour,
-            "footwear": self.footwear, "footwear_colour": self.shoe_colour, "bag": self.bag, "carried_item": self.carried,
+            "footwear": self.footwear, "footwear_colour": self.shoe_colour, "bag": self.bag,
+            "carried_item": self.carried,
         }
 
     def to_dict(self) -> dict:
@@ -168,7 +170,8 @@ def _hexa(x0, x1, y0, y1, z0, z1, top_scale=1.0, top_shift=(0.0, 0.0), bottom_sc
     hx, hy = (x1 - x0) / 2, (y1 - y0) / 2
     ring = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)
     bottom = np.c_[cx + ring[:, 0] * hx * bottom_scale, cy + ring[:, 1] * hy * bottom_scale, np.full(4, z0)]
-    top = np.c_[cx + top_shift[0] + ring[:, 0] * hx * top_scale, cy + top_shift[1] + ring[:, 1] * hy * top_scale, np.full(4, z1)]
+    top = np.c_[cx + top_shift[0] + ring[:, 0] * hx * top_scale, cy + top_shift[1] + ring[:, 1] * hy * top_scale,
+                np.full(4, z1)]
     return np.vstack([bottom, top])
 
 
@@ -203,11 +206,13 @@ def build_body(ident: Identity, phase: float) -> list[Primitive]:
         if ident.upper_type != "dress" and ident.lower_type != "skirt":
             prims.append(Primitive("capsule", np.array([hip, knee]), (leg_r * 1.1, leg_r), lower, "thigh"))
         elif ident.upper_type == "dress" or ident.lower_type == "skirt":
-            prims.append(Primitive("capsule", np.array([knee + [0, 0, 0.04 * H], knee]), (leg_r * 0.9, leg_r * 0.9), skin, "thigh"))
+            prims.append(Primitive("capsule", np.array([knee + [0, 0, 0.04 * H], knee]), (leg_r * 0.9, leg_r * 0.9),
+                                   skin, "thigh"))
         prims.append(Primitive("capsule", np.array([knee, ankle]), (leg_r, leg_r * 0.8), shin_colour, "shin"))
         toe = ankle + np.array([0.0, 0.085 * H, -0.03 * H])
         foot_r = 0.024 * H * (1.25 if ident.footwear == "boots" else 1.0)
-        prims.append(Primitive("capsule", np.array([ankle - [0, 0.02 * H, 0], toe]), (foot_r, foot_r * 0.85), shoe, "foot"))
+        prims.append(Primitive("capsule", np.array([ankle - [0, 0.02 * H, 0], toe]),
+                               (foot_r, foot_r * 0.85), shoe, "foot"))
         if ident.footwear == "sneakers":
             # A white sole band makes sneakers readable from the ground views.
             prims.append(Primitive("capsule", np.array([ankle + [0, 0, -0.02 * H], toe + [0, 0, -0.005 * H]]),
@@ -220,7 +225,9 @@ def build_body(ident: Identity, phase: float) -> list[Primitive]:
         prims.append(Primitive("hexa", _hexa(-hip_x * 1.45, hip_x * 1.45, -depth, depth, z_hem, z_waist,
                                              bottom_scale=flare, top_scale=0.85), (), lower, "skirt"))
     else:
-        prims.append(Primitive("hexa", _hexa(-hip_x * 1.5, hip_x * 1.5, -depth * 0.95, depth * 0.95, z_hip - 0.02 * H, z_waist), (),
+        prims.append(Primitive("hexa",
+                               _hexa(-hip_x * 1.5, hip_x * 1.5, -depth * 0.95, depth * 0.95,
+                                     z_hip - 0.02 * H, z_waist), (),
                                lower, "hips"))
     torso_colour = upper
     jacket = ident.upper_type == "jacket"
@@ -259,38 +266,48 @@ def build_body(ident: Identity, phase: float) -> list[Primitive]:
             prims.append(Primitive("hexa", box + wrist, (), ident.carried_colour, "carried", bias=0.01))
 
     # Neck, head, hair, headwear, glasses.
-    prims.append(Primitive("capsule", np.array([[0, 0, z_sh], [0, 0.005 * H, z_neck + 0.02 * H]]), (0.026 * H, 0.024 * H), skin, "neck"))
+    prims.append(Primitive("capsule", np.array([[0, 0, z_sh], [0, 0.005 * H, z_neck + 0.02 * H]]),
+                           (0.026 * H, 0.024 * H), skin, "neck"))
     head = np.array([0.0, 0.008 * H, z_head])
     prims.append(Primitive("sphere", head[None], (r_head,), skin, "head"))
     if ident.hair_style != "bald":
-        prims.append(Primitive("sphere", (head + [0, -0.3 * r_head, 0.22 * r_head])[None], (r_head * 1.03,), hair, "hair"))
+        prims.append(Primitive("sphere", (head + [0, -0.3 * r_head, 0.22 * r_head])[None],
+                               (r_head * 1.03,), hair, "hair"))
     if ident.hair_style == "long":
         prims.append(Primitive("hexa", _hexa(-r_head * 0.95, r_head * 0.95, -r_head * 1.05, -r_head * 0.35,
                                              z_sh - 0.02 * H, z_head + 0.3 * r_head), (), hair, "long-hair"))
     elif ident.hair_style == "ponytail":
-        prims.append(Primitive("capsule", np.array([head + [0, -r_head * 1.05, 0.1 * r_head], head + [0, -r_head * 1.45, -1.6 * r_head]]),
+        prims.append(Primitive("capsule",
+                               np.array([head + [0, -r_head * 1.05, 0.1 * r_head],
+                                         head + [0, -r_head * 1.45, -1.6 * r_head]]),
                                (r_head * 0.35, r_head * 0.25), hair, "ponytail"))
     elif ident.hair_style == "bun":
-        prims.append(Primitive("sphere", (head + [0, -r_head * 0.7, r_head * 0.85])[None], (r_head * 0.45,), hair, "bun", bias=0.01))
+        prims.append(Primitive("sphere", (head + [0, -r_head * 0.7, r_head * 0.85])[None], (r_head * 0.45,), hair,
+                               "bun", bias=0.01))
     if ident.glasses:
         eye = head + [0, r_head * 0.93, 0.15 * r_head]
         prims.append(Primitive("capsule", np.array([eye - [r_head * 0.55, 0, 0], eye + [r_head * 0.55, 0, 0]]),
                                (r_head * 0.16, r_head * 0.16), (15, 15, 18), "glasses", bias=0.03))
     if ident.headwear == "hat":
-        top = _hexa(-r_head * 0.85, r_head * 0.85, -r_head * 0.85, r_head * 0.85, z_head + 0.35 * r_head, z_head + 1.3 * r_head,
+        top = _hexa(-r_head * 0.85, r_head * 0.85, -r_head * 0.85, r_head * 0.85, z_head + 0.35 * r_head,
+                    z_head + 1.3 * r_head,
                     top_scale=0.85)
-        brim = _hexa(-r_head * 1.6, r_head * 1.6, -r_head * 1.6, r_head * 1.6, z_head + 0.3 * r_head, z_head + 0.42 * r_head)
+        brim = _hexa(-r_head * 1.6, r_head * 1.6, -r_head * 1.6, r_head * 1.6, z_head + 0.3 * r_head,
+                     z_head + 0.42 * r_head)
         prims.append(Primitive("hexa", brim, (), ident.headwear_colour, "hat-brim", bias=0.05))
         prims.append(Primitive("hexa", top, (), ident.headwear_colour, "hat", bias=0.06))
     elif ident.headwear == "cap":
-        prims.append(Primitive("sphere", (head + [0, -0.1 * r_head, 0.38 * r_head])[None], (r_head * 1.0,), ident.headwear_colour, "cap",
+        prims.append(Primitive("sphere", (head + [0, -0.1 * r_head, 0.38 * r_head])[None], (r_head * 1.0,),
+                               ident.headwear_colour, "cap",
                                bias=0.05))
-        visor = _hexa(-r_head * 0.6, r_head * 0.6, r_head * 0.5, r_head * 1.6, z_head + 0.3 * r_head, z_head + 0.4 * r_head)
+        visor = _hexa(-r_head * 0.6, r_head * 0.6, r_head * 0.5, r_head * 1.6, z_head + 0.3 * r_head,
+                      z_head + 0.4 * r_head)
         prims.append(Primitive("hexa", visor, (), ident.headwear_colour, "cap-visor", bias=0.06))
 
     # Bags.
     if ident.bag == "backpack":
-        bp = _hexa(-sh_x * 0.62, sh_x * 0.62, -depth - 0.085 * H, -depth + 0.005 * H, z_waist + 0.01 * H, z_sh - 0.005 * H)
+        bp = _hexa(-sh_x * 0.62, sh_x * 0.62, -depth - 0.085 * H, -depth + 0.005 * H, z_waist + 0.01 * H,
+                   z_sh - 0.005 * H)
         prims.append(Primitive("hexa", bp, (), ident.bag_colour, "backpack"))
         for side in (-1, 1):
             prims.append(Primitive("capsule", np.array([[side * sh_x * 0.5, depth * 1.02, z_sh - 0.01 * H],
@@ -299,7 +316,9 @@ def build_body(ident: Identity, phase: float) -> list[Primitive]:
     elif ident.bag == "shoulder-bag":
         bag = _hexa(sh_x * 0.9, sh_x * 0.9 + 0.04 * H, -0.06 * H, 0.06 * H, z_hip - 0.02 * H, z_hip + 0.1 * H)
         prims.append(Primitive("hexa", bag, (), ident.bag_colour, "shoulder-bag"))
-        prims.append(Primitive("capsule", np.array([[-sh_x * 0.75, depth * 1.03, z_sh], [sh_x * 0.9, depth * 1.03, z_hip + 0.1 * H]]),
+        prims.append(Primitive("capsule",
+                               np.array([[-sh_x * 0.75, depth * 1.03, z_sh],
+                                         [sh_x * 0.9, depth * 1.03, z_hip + 0.1 * H]]),
                                (0.008 * H, 0.008 * H), ident.bag_colour, "strap", bias=0.02))
     return prims
 
@@ -312,5 +331,6 @@ def place_body(prims: list[Primitive], position: np.ndarray, yaw: float) -> list
     origin = np.array([position[0], position[1], 0.0])
     out = []
     for p in prims:
-        out.append(Primitive(p.kind, p.points @ basis + origin, p.radii, p.colour, p.part, p.pattern, p.pattern_colour, p.bias))
+        out.append(Primitive(p.kind, p.points @ basis + origin, p.radii, p.colour, p.part, p.pattern,
+                             p.pattern_colour, p.bias))
     return out

@@ -49,11 +49,14 @@ class SynthConfig:
         if round(self.n_ids * self.test_fraction) < 2 or self.n_ids - round(self.n_ids * self.test_fraction) < 2:
             bad("n_ids", "enough identities for at least 2 training and 2 test identities")
         if not 2 <= self.n_aerial <= MAX_AERIAL_CAMERAS:
-            bad("n_aerial", f"2..{MAX_AERIAL_CAMERAS} aerial cameras (Cam1..Cam5 in CARGO's layout; 2 so A<->A has positives)")
+            bad("n_aerial",
+                f"2..{MAX_AERIAL_CAMERAS} aerial cameras (Cam1..Cam5 in CARGO's layout; 2 so A<->A has positives)")
         if self.n_ground < 2:
             bad("n_ground", "at least 2 ground cameras (so G<->G has positives)")
         if FIRST_GROUND_CAMERA + self.n_ground + self.n_wearable - 1 > MAX_CAMERA:
-            bad("n_ground", f"n_ground + n_wearable <= {MAX_CAMERA - FIRST_GROUND_CAMERA + 1} (ground/wearable cameras are Cam6..Cam13)")
+            bad("n_ground",
+                f"n_ground + n_wearable <= {MAX_CAMERA - FIRST_GROUND_CAMERA + 1} (ground/wearable cameras are "
+                "Cam6..Cam13)")
         if self.n_wearable < 0:
             bad("n_wearable", ">= 0")
         if self.wearable_images_per_id < 0 or (self.wearable_images_per_id > 0 and self.n_wearable == 0):
@@ -61,7 +64,8 @@ class SynthConfig:
         n_aerial_img, n_ground_img = self.view_counts()
         if n_aerial_img < 2 or n_ground_img < 2:
             bad("images_per_id", "enough images for >= 2 aerial and >= 2 ground images per identity "
-                                 f"(got {n_aerial_img} aerial, {n_ground_img} ground with aerial_fraction={self.aerial_fraction})")
+                                 f"(got {n_aerial_img} aerial, {n_ground_img} ground with "
+                                 f"aerial_fraction={self.aerial_fraction})")
         if not 0.0 < self.aerial_fraction < 1.0:
             bad("aerial_fraction", "a fraction strictly between 0 and 1")
         for name, lo, hi in (("altitude_range", 15.0, 75.0), ("pitch_range", 30.0, 90.0),

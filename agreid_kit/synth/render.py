@@ -161,7 +161,8 @@ def _occluders(seed: int, cam: Camera, person_xy: np.ndarray, rng: np.random.Gen
     grey = (int(rng.integers(60, 140)),) * 3
     if kind == "person":
         other = draw_identity(seed + 104729, int(rng.integers(1, 2**31 - 1)))
-        return kind, place_body(build_body(other, float(rng.uniform(0, 2 * np.pi))), where, float(rng.uniform(0, 2 * np.pi)))
+        return kind, place_body(build_body(other, float(rng.uniform(0, 2 * np.pi))), where,
+                                float(rng.uniform(0, 2 * np.pi)))
     top = float(rng.uniform(2.5, 4.5))
     r = float(rng.uniform(0.05, 0.11))
     p = np.array([[where[0], where[1], 0.0], [where[0], where[1], top]])
@@ -173,7 +174,8 @@ def _occluders(seed: int, cam: Camera, person_xy: np.ndarray, rng: np.random.Gen
         corners = []
         for z in (z0, z0 + h):
             for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
-                corners.append([lo[0] + side[0] * w * sx + toward[0] * 0.03 * sy, lo[1] + side[1] * w * sx + toward[1] * 0.03 * sy, z])
+                corners.append([lo[0] + side[0] * w * sx + toward[0] * 0.03 * sy,
+                                lo[1] + side[1] * w * sx + toward[1] * 0.03 * sy, z])
         colours = [(200, 40, 40), (30, 80, 170), (230, 200, 40), (240, 240, 240)]
         prims.append(Primitive("hexa", np.array(corners), (), colours[int(rng.integers(4))], "sign", bias=0.05))
     return kind, prims
@@ -267,7 +269,8 @@ def render_image(
     if light.shadow > 0:
         mask = Image.new("L", (rw, rh), 0)
         mdraw = ImageDraw.Draw(mask)
-        shadows = [Primitive(p.kind, p.points - np.outer(p.points[:, 2] / light.sun[2], light.sun), p.radii, p.colour, p.part)
+        shadows = [Primitive(p.kind, p.points - np.outer(p.points[:, 2] / light.sun[2], light.sun), p.radii,
+                             p.colour, p.part)
                    for p in body + occ_prims]
         canvas.prepare(shadows)
         for p in shadows:

@@ -138,7 +138,8 @@ def render_background(seed: int, cam: Camera, u: np.ndarray, v: np.ndarray, pers
         sky = ~hit_ground & ~on_wall
         if sky.any():
             elev = np.clip(dz / np.linalg.norm(rays, axis=-1), 0, 1)
-            sky_col = np.array([200, 215, 235], np.float32)[None] * (1 - elev[..., None]) + np.array([110, 150, 210], np.float32)[None] * elev[..., None]
+            horizon, zenith = np.array([200, 215, 235], np.float32), np.array([110, 150, 210], np.float32)
+            sky_col = horizon[None] * (1 - elev[..., None]) + zenith[None] * elev[..., None]
             out[sky] = sky_col[sky]
         far = np.clip((t_ground * np.linalg.norm(rays, axis=-1) - 25.0) / 60.0, 0, 0.7)
         far = np.where(hit_ground & ~on_wall, far, 0.0)[..., None]

@@ -25,7 +25,8 @@ def _camera_label(cam: dict) -> str:
     return f"Cam{cam['camid']} {_VIEW[cam['view']]} {cam['altitude']:.0f}m {cam['pitch']:.0f}deg"
 
 
-def _grid(cells: list[list[Image.Image | None]], col_labels: list[str], row_labels: list[str], tile: tuple[int, int]) -> Image.Image:
+def _grid(cells: list[list[Image.Image | None]], col_labels: list[str], row_labels: list[str],
+          tile: tuple[int, int]) -> Image.Image:
     th, tw = tile
     font = ImageFont.load_default()
     left = 96 if any(row_labels) else 0
@@ -74,7 +75,8 @@ def contact_sheet_identity(
 
 
 def contact_sheet_cameras(
-    root: str | os.PathLike, n_ids: int = 8, subset: str | None = None, seed: int = 0, tile: tuple[int, int] = (128, 64),
+    root: str | os.PathLike, n_ids: int = 8, subset: str | None = None, seed: int = 0,
+    tile: tuple[int, int] = (128, 64),
     out: str | os.PathLike | None = None,
 ) -> Image.Image:
     """``n_ids`` identities (columns) in every camera (rows, aerial first): one image each where seen."""
