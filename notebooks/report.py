@@ -40,6 +40,7 @@ embed_max_points = 1200  # real images embedded (x3 with the two generated views
 n_rank_queries = 3  # best and worst queries shown
 rank_protocol = "A<->G"
 stage2_ablations = "runs/stage2-ablations/ablations.csv"  # scripts/stage2_ablations.py writes it; shown if present
+convergence_csv = "reports/convergence/convergence.csv"  # `agreid convergence` writes it; shown if present
 device = "cpu"
 png = "auto"  # PNG copies of the figures: require | auto | skip
 guard.freeze(globals(),
@@ -353,6 +354,32 @@ for label, d in RUNS.items():
     log = analysis.read_training_log(d)
     show(viz.training_curves_figure(log, title=f"{label}: training curves ({len(log)} epochs)"),
          f"curves_{label.lower().replace(' ', '_').replace('-', '')}")
+
+# %% [markdown]
+# ### Where the budget stops: the convergence curve
+# `agreid convergence` trains vit and sdreid once for many epochs with the same recipe (seed 0) and scores the test
+# split every few epochs: a measurement only, nothing is chosen on it. The stars are this job's stage-1 runs (mean
+# over seeds) at their epoch budget.
+
+# %%
+from agreid_kit.convergence import convergence_figure
+from agreid_kit.notebook import project_root
+
+conv_path = Path(convergence_csv) if Path(convergence_csv).is_absolute() else project_root() / convergence_csv
+if conv_path.is_file():
+    conv = pd.read_csv(conv_path)
+    budget = int((job.get("config") or {}).get("epochs") or 0)
+    for p in [p for p in ("ALL", "A<->G") if p in set(conv["protocol"])]:
+        stars = {m: (budget, 100 * results[m][p]["real"]["mAP"]["mean"]) for m in ("vit", "sdreid")
+                 if m in set(conv["method"]) and p in results.get(m, {})}
+        show(convergence_figure(conv, main_job=stars, protocol=p), f"convergence_{p.replace('<->', '_')}")
+    last = conv.sort_values("epoch").groupby(["method", "protocol"]).tail(1)
+    last = last[["method", "protocol", "epoch", "mAP", "rank1", "cpu_minutes"]].assign(
+        mAP=lambda d: 100 * d.mAP, rank1=lambda d: 100 * d.rank1)
+    display(HTML(last.to_html(index=False, float_format=lambda v: f"{v:.1f}")))
+else:
+    display(Markdown(f"No convergence study at `{conv_path}`: `agreid convergence` writes it (about 20 min per method "
+                     "for 16 epochs on 2 cores; run it in the background). The README shows its curve."))
 
 # %% [markdown]
 # ## 9. CMC and accuracy per camera (SynthAG geometry)
