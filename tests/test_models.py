@@ -170,3 +170,47 @@ def test_the_shipped_kit_init_matches_its_card():
     assert meta["data"]["seed"] != 0  # never SynthAG-small's identities
     model = create_model("sdreid", "cpu", num_classes=5, num_views=2)  # the cpu preset loads it
     assert model.config.pretrained == f"kit:{DEFAULT_KIT_INIT}"
+
+
+def _bank_worker(rank: int, world: int, port: int, tokens, views, out_path: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = create_model("sdreid", "cpu", num_classes=3, **TINY)
+        half = tokens.shape[1] // world
+        for step in range(3):  # three updates, each process holding its slice of the global batch
+            sl = slice(rank * half, (rank + 1) * half)
+            model.update_memory(tokens[step][sl], views[step][sl])
+        if rank == 0:
+            torch.save(model.view_centres, out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_memory_bank_is_the_global_batch_update_across_two_processes(tmp_path):
+    """DDP broadcasts rank 0's buffers, so a local bank update would count rank 0's images only: the per-view
+    sums and counts are all-reduced first. Two gloo processes on halves of each batch give the bank of one
+    process on the whole batch (rank 0 has no view-1 image in the first batch, rank 1 has no view-0 image)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randn(3, 8, 32, generator=g)
+    views = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 1, 0, 1, 1, 0, 1, 1], [1, 1, 1, 0, 0, 0, 0, 0]])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "bank.pt"
+    mp.spawn(_bank_worker, args=(2, port, tokens, views, str(out)), nprocs=2, join=True)
+    single = create_model("sdreid", "cpu", num_classes=3, **TINY)
+    for step in range(3):
+        single.update_memory(tokens[step], views[step])
+    torch.testing.assert_close(torch.load(out), single.view_centres)
+    # and a rank-0-only update (the bug) would differ
+    local = create_model("sdreid", "cpu", num_classes=3, **TINY)
+    for step in range(3):
+        local.update_memory(tokens[step][:4], views[step][:4])
+    assert not torch.allclose(local.view_centres, single.view_centres)

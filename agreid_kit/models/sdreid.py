@@ -63,14 +63,30 @@ class SDReIDStage1(_ViTBase):
 
     @torch.no_grad()
     def update_memory(self, view_tokens: torch.Tensor, views: torch.Tensor) -> None:
+        """c_v <- m * mean + (1 - m) * c_v over the **global** batch.
+
+        Under data parallelism each process sees a slice of the batch and DDP broadcasts rank 0's buffers at the
+        next forward, so a local update would count only rank 0's images. The per-view sums and counts are
+        therefore summed over processes first (one all-reduce); every process then applies the same update,
+        equal to a single process's on the whole batch."""
+        import torch.distributed as dist
+
         m = self.config.memory_momentum
         tokens = view_tokens.detach().float()
-        for v in views.unique().tolist():
-            if not 0 <= v < self.config.num_views:
-                raise ValueError(f"batch view id {v} outside 0..{self.config.num_views - 1} (num_views)")
-            # A view with a single image in the batch simply uses that image's token as its mean.
-            mean = tokens[views == v].mean(0)
-            self.view_centres[v] = m * mean + (1.0 - m) * self.view_centres[v]
+        if views.numel() and (int(views.min()) < 0 or int(views.max()) >= self.config.num_views):
+            bad = int(views.min()) if int(views.min()) < 0 else int(views.max())
+            raise ValueError(f"batch view id {bad} outside 0..{self.config.num_views - 1} (num_views)")
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            for v in views.unique().tolist():
+                # A view with a single image in the batch simply uses that image's token as its mean.
+                self.view_centres[v] = m * tokens[views == v].mean(0) + (1.0 - m) * self.view_centres[v]
+            return
+        onehot = torch.nn.functional.one_hot(views.long(), self.config.num_views).to(tokens.dtype)  # (B, V)
+        stats = torch.cat([onehot.T @ tokens, onehot.sum(0)[:, None]], dim=1)  # (V, D + 1): sums, counts
+        dist.all_reduce(stats)
+        sums, counts = stats[:, :-1], stats[:, -1]
+        for v in torch.nonzero(counts > 0).flatten().tolist():
+            self.view_centres[v] = m * (sums[v] / counts[v]) + (1.0 - m) * self.view_centres[v]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tok = self._tokens(batch["images"])
