@@ -68,6 +68,15 @@ def auto_heads(dim: int, preferred: int = 12) -> int:
     return 1
 
 
+def _from_known_fields(cls, d: dict[str, Any]):
+    """``cls(**d)``, refusing keys that are not fields of the dataclass ``cls`` (named in the error)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}; expected some of {sorted(names)}")
+    return cls(**d)
+
+
 @dataclass
 class Stage2ModelConfig:
     """The stage-2 network.
@@ -165,11 +174,7 @@ class Stage2ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Stage2ModelConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Stage2ModelConfig: unknown fields {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**d)
+        return _from_known_fields(cls, d)
 
 
 # Optimisation presets. "paper": Adam 1e-4, 1000 warm-up iters from x0.01, x0.1 after epoch 50,
@@ -256,11 +261,7 @@ class Stage2Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Stage2Config":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Stage2Config: unknown fields {sorted(unknown)}; expected some of {sorted(names)}")
-        return cls(**d)
+        return _from_known_fields(cls, d)
 
 
 # Stage-2 settings that never change the numbers of a run (they may differ when it is resumed): where it
