@@ -18,8 +18,7 @@ package stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agreid_kit.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "Stage2Config": "agreid_kit.diffusion.config",
@@ -38,7 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'agreid_kit.diffusion' has no attribute {name!r}")
+__getattr__ = lazy_getattr("agreid_kit.diffusion", _EXPORTS)

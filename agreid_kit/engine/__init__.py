@@ -11,8 +11,7 @@ Submodules import torch; this package only re-exports lazily so ``import agreid_
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agreid_kit.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "TrainConfig": "agreid_kit.engine.config",
@@ -29,7 +28,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'agreid_kit.engine' has no attribute {name!r}")
+__getattr__ = lazy_getattr("agreid_kit.engine", _EXPORTS)
