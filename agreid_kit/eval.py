@@ -121,9 +121,15 @@ def _check_rules(rules, nq: int, ng: int, device, who: str) -> list[tuple[str, t
     return out
 
 
-def _default_chunk(num_gallery: int) -> int:
-    # About 2^24 (query, gallery) cells per chunk: a few hundred MB of temporaries at most.
-    return max(1, (1 << 24) // max(1, num_gallery))
+CHUNK_CELLS = {"cpu": 1 << 21, "other": 1 << 24}
+"""(query, gallery) cells per chunk by default. On a CPU, 2^21 cells keep each elementwise pass's buffers
+(8 MB of float32) in the L2/L3 caches: at 2,000 x 20,000 weak rankings one chunk of 2^21 takes ~0.75x the
+time of 2^24, and fewer, larger chunks cost more again. On a GPU, larger chunks mean fewer kernel launches."""
+
+
+def _default_chunk(num_gallery: int, device: torch.device | str = "cpu") -> int:
+    cells = CHUNK_CELLS["cpu" if torch.device(device).type == "cpu" else "other"]
+    return max(1, cells // max(1, num_gallery))
 
 
 @dataclass
@@ -154,8 +160,9 @@ def score_queries(
     """AP, INP, first-match rank and positive count of every query of a (Q, G) distance matrix.
 
     The evaluator's per-query path: vectorised torch, chunked over queries (memory O(chunk_size x G),
-    ``chunk_size`` defaults to about 16M cells), on the matrix's device. Queries without a positive
-    get NaN scores; nothing is raised for them (``evaluate_ranking`` does when no query is valid).
+    ``chunk_size`` defaults to ``CHUNK_CELLS``: 2M cells on a CPU, 16M elsewhere), on the matrix's device.
+    Queries without a positive get NaN scores; nothing is raised for them (``evaluate_ranking`` does when
+    no query is valid).
     """
     dist = torch.as_tensor(distmat)
     if dist.ndim != 2:
@@ -169,7 +176,7 @@ def score_queries(
     qp, gp = _as_long(q_pids, "q_pids", nq, dev, who), _as_long(g_pids, "g_pids", ng, dev, who)
     qc, gc = _as_long(q_camids, "q_camids", nq, dev, who), _as_long(g_camids, "g_camids", ng, dev, who)
     rules = _check_rules(gallery_rules, nq, ng, dev, who)
-    chunk = int(chunk_size) if chunk_size else _default_chunk(ng)
+    chunk = int(chunk_size) if chunk_size else _default_chunk(ng, dev)
     if chunk < 1:
         raise ValueError(f"{who}: chunk_size must be >= 1, got {chunk_size}")
 
@@ -227,7 +234,7 @@ def evaluate_ranking(
     """CMC / mAP / mINP of a (Q, G) distance matrix: ``score_queries`` averaged over the valid queries.
 
     Memory is O(chunk_size x G); runs on the distance matrix's device (GPU tensors stay on GPU).
-    ``chunk_size`` defaults to about 16M cells per chunk.
+    ``chunk_size`` defaults to ``CHUNK_CELLS`` (2M cells per chunk on a CPU, 16M elsewhere).
     """
     if max_rank < 1:
         raise ValueError(f"evaluate_ranking: max_rank must be >= 1, got {max_rank}")

@@ -305,3 +305,12 @@ def test_score_queries_keeps_queries_without_positive():
     assert sc.valid.tolist() == [False] and np.isnan(sc.ap[0]) and sc.first_match_rank[0] == 0
     with pytest.raises(ValueError, match="score_queries: q_pids has 2 entries, expected 1"):
         score_queries(dist[1:2], qp[:2], gp, qc[1:2], gc)
+
+
+def test_default_chunk_keeps_cpu_chunks_cache_sized():
+    from agreid_kit.eval import CHUNK_CELLS, _default_chunk
+
+    assert CHUNK_CELLS["cpu"] < CHUNK_CELLS["other"]
+    assert _default_chunk(20000, "cpu") == CHUNK_CELLS["cpu"] // 20000 == 104
+    assert _default_chunk(20000, torch.device("cuda")) == CHUNK_CELLS["other"] // 20000 == 838
+    assert _default_chunk(10**9, "cpu") == 1  # a huge gallery still gets one query per chunk
