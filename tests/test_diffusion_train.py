@@ -261,6 +261,33 @@ def test_stage2_validates_on_the_identities_stage1_held_out(tmp_path):
     assert "val_real_mAP" not in json.loads((off / "log.jsonl").read_text().splitlines()[0])
 
 
+def test_validation_frequency_changes_no_trained_weight_or_test_feature(tmp_path):
+    """The main job scores stage 2 less often than the preset to save time: that must change no number."""
+    import torch
+
+    from agreid_kit.diffusion.train import train_stage2
+
+    run = make_stage1_run(tmp_path)
+    train_fs = FeatureSet.load(run / "features" / "train")
+    train_fs.meta = {**train_fs.meta, "val_pids": [4, 5]}
+    train_fs.save(run / "features" / "train")
+    often = train_stage2(_cfg(run, tmp_path / "often", epochs=3, val_every=1, tau=2, generate_after=True), progress=False)
+    rarely = train_stage2(_cfg(run, tmp_path / "rarely", epochs=3, val_every=3, tau=2, generate_after=True), progress=False)
+    logs = [[json.loads(line) for line in (r / "log.jsonl").read_text().splitlines()] for r in (often, rarely)]
+    assert ["val_real_mAP" in e for e in logs[0]] == [True, True, True]
+    assert ["val_real_mAP" in e for e in logs[1]] == [False, False, True]
+    assert [e["loss"] for e in logs[0]] == [e["loss"] for e in logs[1]]
+    assert logs[0][-1]["val_real+gen_mAP"] == logs[1][-1]["val_real+gen_mAP"]
+    from agreid_kit.run import Run
+
+    a, b = (torch.load(Run(r).last_checkpoint_path, map_location="cpu", weights_only=False)["model"]
+            for r in (often, rarely))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fa, fb = FeatureSet.load(often / "features" / "test"), FeatureSet.load(rarely / "features" / "test")
+    gen = [k for k in fa.extras if k.startswith("gen:")]
+    assert gen and all(torch.equal(fa.extras[k], fb.extras[k]) for k in gen)
+
+
 def test_paper_preset_uses_the_papers_vrd_location_and_weight_decay(stage1, tmp_path):
     from agreid_kit.diffusion.loading import load_stage1
     from agreid_kit.diffusion.train import build_model_config

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                    help="stage-1 epochs of the ViT baseline and SD-ReID (preset default otherwise)")
     p.add_argument("--stage2-epochs", type=int, help="stage-2 epochs (preset default otherwise)")
     p.add_argument("--max-iters-per-epoch", type=int, help="cap stage-1 iterations per epoch (smoke runs)")
-    p.add_argument("--taus", type=int, nargs="+", help="sampling steps of the trade-off (default 1 2 5 10 20 50)")
+    p.add_argument("--taus", type=int, nargs="+",
+                   help="sampling steps of the trade-off (preset default: 1 2 5 10 for small)")
     p.add_argument("--embed-method", choices=("umap", "tsne", "pca"), help="2-D map of real vs generated features")
     p.add_argument("--data-seed", type=int, default=0, help="SynthAG seed of the benchmark (default 0: SynthAG-small)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
