@@ -271,8 +271,8 @@ def test_validation_frequency_changes_no_trained_weight_or_test_feature(tmp_path
     train_fs = FeatureSet.load(run / "features" / "train")
     train_fs.meta = {**train_fs.meta, "val_pids": [4, 5]}
     train_fs.save(run / "features" / "train")
-    often = train_stage2(_cfg(run, tmp_path / "often", epochs=3, val_every=1, tau=2, generate_after=True), progress=False)
-    rarely = train_stage2(_cfg(run, tmp_path / "rarely", epochs=3, val_every=3, tau=2, generate_after=True), progress=False)
+    often, rarely = (train_stage2(_cfg(run, tmp_path / name, epochs=3, val_every=every, tau=2, generate_after=True),
+                                  progress=False) for name, every in (("often", 1), ("rarely", 3)))
     logs = [[json.loads(line) for line in (r / "log.jsonl").read_text().splitlines()] for r in (often, rarely)]
     assert ["val_real_mAP" in e for e in logs[0]] == [True, True, True]
     assert ["val_real_mAP" in e for e in logs[1]] == [False, False, True]
