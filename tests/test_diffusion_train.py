@@ -241,13 +241,19 @@ def test_rerun_with_other_settings_is_refused_not_mixed(stage1, tmp_path):
     assert json.loads(saved)["stage2"]["epochs"] == 2
 
 
-def test_stage2_validates_on_the_identities_stage1_held_out(tmp_path):
-    from agreid_kit.diffusion.train import stage2_validation_rows, train_stage2
-
+def _stage1_run_holding_out_ids_4_and_5(tmp_path):
+    """A stage-1 run whose train features mark pids 4 and 5 as validation identities."""
     run = make_stage1_run(tmp_path)
     train_fs = FeatureSet.load(run / "features" / "train")
     train_fs.meta = {**train_fs.meta, "val_pids": [4, 5]}
     train_fs.save(run / "features" / "train")
+    return run, train_fs
+
+
+def test_stage2_validates_on_the_identities_stage1_held_out(tmp_path):
+    from agreid_kit.diffusion.train import stage2_validation_rows, train_stage2
+
+    run, train_fs = _stage1_run_holding_out_ids_4_and_5(tmp_path)
     fit, val_split, val_rows = stage2_validation_rows(train_fs)
     assert {train_fs.records[i].pid for i in val_rows} == {4, 5}
     assert {train_fs.records[i].pid for i in fit} == {0, 1, 2, 3}
@@ -266,11 +272,9 @@ def test_validation_frequency_changes_no_trained_weight_or_test_feature(tmp_path
     import torch
 
     from agreid_kit.diffusion.train import train_stage2
+    from agreid_kit.run import Run
 
-    run = make_stage1_run(tmp_path)
-    train_fs = FeatureSet.load(run / "features" / "train")
-    train_fs.meta = {**train_fs.meta, "val_pids": [4, 5]}
-    train_fs.save(run / "features" / "train")
+    run, _ = _stage1_run_holding_out_ids_4_and_5(tmp_path)
     often, rarely = (train_stage2(_cfg(run, tmp_path / name, epochs=3, val_every=every, tau=2, generate_after=True),
                                   progress=False) for name, every in (("often", 1), ("rarely", 3)))
     logs = [[json.loads(line) for line in (r / "log.jsonl").read_text().splitlines()] for r in (often, rarely)]
@@ -278,8 +282,6 @@ def test_validation_frequency_changes_no_trained_weight_or_test_feature(tmp_path
     assert ["val_real_mAP" in e for e in logs[1]] == [False, False, True]
     assert [e["loss"] for e in logs[0]] == [e["loss"] for e in logs[1]]
     assert logs[0][-1]["val_real+gen_mAP"] == logs[1][-1]["val_real+gen_mAP"]
-    from agreid_kit.run import Run
-
     a, b = (torch.load(Run(r).last_checkpoint_path, map_location="cpu", weights_only=False)["model"]
             for r in (often, rarely))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
